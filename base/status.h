@@ -36,17 +36,18 @@ absl::Status Annotate(const absl::Status& status, absl::string_view context);
 #define VMMKIT_STATUS_CONCAT_(a, b) VMMKIT_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the current function if `expr` (an absl::Status) is not ok.
-#define VMMKIT_RETURN_IF_ERROR(expr)                        \
-  do {                                                      \
-    if (absl::Status vmmkit_status_ = (expr);               \
-        ABSL_PREDICT_FALSE(!vmmkit_status_.ok())) {         \
-      return vmmkit_status_;                                \
-    }                                                       \
+#define VMMKIT_RETURN_IF_ERROR(expr)                \
+  do {                                              \
+    if (absl::Status vmmkit_status_ = (expr);       \
+        ABSL_PREDICT_FALSE(!vmmkit_status_.ok())) { \
+      return vmmkit_status_;                        \
+    }                                               \
   } while (0)
 
-// `lhs = *expr` if `expr` (an absl::StatusOr) is ok; returns its status otherwise.
-#define VMMKIT_ASSIGN_OR_RETURN(lhs, expr)                                    \
-  VMMKIT_ASSIGN_OR_RETURN_IMPL_(                                              \
+// `lhs = *expr` if `expr` (an absl::StatusOr) is ok; returns its status
+// otherwise.
+#define VMMKIT_ASSIGN_OR_RETURN(lhs, expr) \
+  VMMKIT_ASSIGN_OR_RETURN_IMPL_(           \
       VMMKIT_STATUS_CONCAT_(vmmkit_statusor_, __LINE__), lhs, expr)
 #define VMMKIT_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
   auto statusor = (expr);                                  \

@@ -1,8 +1,9 @@
 // base/status_matchers.h: GoogleTest matchers for absl::Status and StatusOr.
 //
 //   EXPECT_THAT(queue.Validate(mem), IsOk());
-//   EXPECT_THAT(mem.Translate(addr, 8), StatusIs(absl::StatusCode::kOutOfRange));
-//   EXPECT_THAT(Parse(x), StatusIs(absl::StatusCode::kInvalidArgument,
+//   EXPECT_THAT(mem.Translate(addr, 8),
+//   StatusIs(absl::StatusCode::kOutOfRange)); EXPECT_THAT(Parse(x),
+//   StatusIs(absl::StatusCode::kInvalidArgument,
 //                                  HasSubstr("bad MAC")));
 //   ASSERT_OK_AND_ASSIGN(auto dev, BlockDevice::Create(opts));
 #ifndef VMMKIT_BASE_STATUS_MATCHERS_H_
@@ -47,9 +48,8 @@ MATCHER_P2(StatusIs, code, message_matcher,
   const absl::Status& s = ::vmmkit::testing::GetStatus(arg);
   *result_listener << "status is " << s;
   return s.code() == code &&
-         ::testing::ExplainMatchResult(message_matcher,
-                                       std::string(s.message()),
-                                       result_listener);
+         ::testing::ExplainMatchResult(
+             message_matcher, std::string(s.message()), result_listener);
 }
 
 }  // namespace vmmkit::testing
@@ -59,8 +59,8 @@ MATCHER_P2(StatusIs, code, message_matcher,
 
 #define ASSERT_OK(expr) ASSERT_THAT((expr), ::vmmkit::testing::IsOk())
 #define EXPECT_OK(expr) EXPECT_THAT((expr), ::vmmkit::testing::IsOk())
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                                   \
-  ASSERT_OK_AND_ASSIGN_IMPL_(                                             \
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  ASSERT_OK_AND_ASSIGN_IMPL_(           \
       VMMKIT_TESTING_CONCAT_(vmmkit_statusor_, __LINE__), lhs, expr)
 #define ASSERT_OK_AND_ASSIGN_IMPL_(statusor, lhs, expr) \
   auto statusor = (expr);                               \

@@ -14,8 +14,9 @@ using ::vmmkit::testing::IsOk;
 using ::vmmkit::testing::StatusIs;
 
 TEST(ErrnoToStatusTest, MapsCommonErrnos) {
-  EXPECT_THAT(ErrnoToStatus(ENOENT, "open disk.img"),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("open disk.img")));
+  EXPECT_THAT(
+      ErrnoToStatus(ENOENT, "open disk.img"),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("open disk.img")));
   EXPECT_THAT(ErrnoToStatus(EINVAL, "x"),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(ErrnoToStatus(EACCES, "x"),
@@ -58,7 +59,8 @@ TEST(StatusMacrosTest, AssignOrReturn) {
 
 TEST(StatusMacrosTest, ReturnIfError) {
   EXPECT_THAT(CheckEven(4), IsOk());
-  EXPECT_THAT(CheckEven(5), StatusIs(absl::StatusCode::kInvalidArgument, "odd"));
+  EXPECT_THAT(CheckEven(5),
+              StatusIs(absl::StatusCode::kInvalidArgument, "odd"));
 }
 
 TEST(AnnotateTest, PrependsContext) {

@@ -169,10 +169,9 @@ void BM_Ring(benchmark::State& state) {
     return;
   }
   std::unique_ptr<GuestMemoryMmap> mem = *std::move(mem_or);
-  DriverQueue drv(*mem,
-                  {.size = kQueueSize, .desc = kDesc, .avail = kAvail,
-                   .used = kUsed},
-                  E);
+  DriverQueue drv(
+      *mem, {.size = kQueueSize, .desc = kDesc, .avail = kAvail, .used = kUsed},
+      E);
   drv.set_event_idx(W == Workload::kW3);
   SplitQueue q(kQueueSize);
   drv.ConfigureDevice(q);
@@ -198,7 +197,8 @@ void BM_Ring(benchmark::State& state) {
   };
 
   // Warm-up, 0.5 s, untimed.
-  const Clock::time_point warm_end = Clock::now() + std::chrono::milliseconds(500);
+  const Clock::time_point warm_end =
+      Clock::now() + std::chrono::milliseconds(500);
   while (Clock::now() < warm_end) {
     double s;
     int n;
@@ -232,11 +232,11 @@ void BM_Ring(benchmark::State& state) {
   state.SetItemsProcessed(chains);
 }
 
-#define VMMKIT_RING_BENCH(W, E, P)                                        \
-  BENCHMARK(BM_Ring<Workload::W, Endian::E, Publish::P>)                  \
-      ->Name("ring/" #W "/" #E "/" #P)                                    \
-      ->UseManualTime()                                                   \
-      ->MinTime(2.0)                                                      \
+#define VMMKIT_RING_BENCH(W, E, P)                       \
+  BENCHMARK(BM_Ring<Workload::W, Endian::E, Publish::P>) \
+      ->Name("ring/" #W "/" #E "/" #P)                   \
+      ->UseManualTime()                                  \
+      ->MinTime(2.0)                                     \
       ->Unit(benchmark::kMicrosecond)
 
 VMMKIT_RING_BENCH(kW1, kLittle, kEachAddUsed);

@@ -16,9 +16,9 @@ absl::Status GuestMemory::AddRegion(const MemoryRegion& region) {
     return absl::InvalidArgumentError("empty guest memory region");
   }
   if (region.guest_base + region.size - 1 < region.guest_base) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "region [0x%x, +0x%x) wraps around the address space",
-        region.guest_base, region.size));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("region [0x%x, +0x%x) wraps around the address space",
+                        region.guest_base, region.size));
   }
   for (const MemoryRegion& r : regions_) {
     if (region.guest_base < r.guest_base + r.size &&
@@ -43,25 +43,9 @@ uint64_t GuestMemory::total_size() const {
   return total;
 }
 
-// Calls fn(host, length) for each region-contiguous piece of [addr, addr+len),
-// after checking that the whole range is guest memory (so that a failing
-// access touches nothing).
-template <typename Fn>
-absl::Status GuestMemory::ForEachPiece(uint64_t addr, uint64_t len,
-                                       Fn fn) const {
-  if (!Contains(addr, len)) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "guest range [0x%x, +0x%x) is outside guest memory", addr, len));
-  }
-  while (len > 0) {
-    const MemoryRegion* r = FindRegion(addr);
-    const uint64_t offset = addr - r->guest_base;
-    const uint64_t piece = std::min(len, r->size - offset);
-    fn(r->host + offset, piece);
-    addr += piece;
-    len -= piece;
-  }
-  return absl::OkStatus();
+absl::Status GuestMemory::OutOfRange(uint64_t addr, uint64_t len) {
+  return absl::OutOfRangeError(absl::StrFormat(
+      "guest range [0x%x, +0x%x) is outside guest memory", addr, len));
 }
 
 const MemoryRegion* GuestMemory::FindRegion(uint64_t addr) const {
@@ -123,31 +107,30 @@ absl::StatusOr<absl::Span<uint8_t>> GuestMemory::Translate(uint64_t addr,
         "guest range [0x%x, +0x%x) crosses a memory region boundary", addr,
         len));
   }
-  return absl::OutOfRangeError(absl::StrFormat(
-      "guest range [0x%x, +0x%x) is outside guest memory", addr, len));
+  return OutOfRange(addr, len);
 }
 
 absl::Status GuestMemory::Read(uint64_t addr, absl::Span<uint8_t> out) const {
   uint8_t* dst = out.data();
-  return ForEachPiece(addr, out.size(), [&](uint8_t* host, uint64_t n) {
-    std::memcpy(dst, host, n);
-    dst += n;
+  return ForEachSpan(addr, out.size(), [&](absl::Span<uint8_t> piece) {
+    std::memcpy(dst, piece.data(), piece.size());
+    dst += piece.size();
   });
 }
 
 absl::Status GuestMemory::Write(uint64_t addr,
                                 absl::Span<const uint8_t> in) const {
   const uint8_t* src = in.data();
-  return ForEachPiece(addr, in.size(), [&](uint8_t* host, uint64_t n) {
-    std::memcpy(host, src, n);
-    src += n;
+  return ForEachSpan(addr, in.size(), [&](absl::Span<uint8_t> piece) {
+    std::memcpy(piece.data(), src, piece.size());
+    src += piece.size();
   });
 }
 
 absl::Status GuestMemory::Fill(uint64_t addr, uint64_t len,
                                uint8_t value) const {
-  return ForEachPiece(addr, len, [&](uint8_t* host, uint64_t n) {
-    std::memset(host, value, n);
+  return ForEachSpan(addr, len, [&](absl::Span<uint8_t> piece) {
+    std::memset(piece.data(), value, piece.size());
   });
 }
 
@@ -186,10 +169,11 @@ absl::StatusOr<std::unique_ptr<GuestMemoryMmap>> GuestMemoryMmap::Create(
   }
   uint64_t total = 0;
   for (const RegionSpec& spec : regions) {
-    if (spec.size == 0 || spec.size % page != 0 || spec.guest_base % page != 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "region [0x%x, +0x%x) is empty or not page aligned", spec.guest_base,
-          spec.size));
+    if (spec.size == 0 || spec.size % page != 0 ||
+        spec.guest_base % page != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("region [0x%x, +0x%x) is empty or not page aligned",
+                          spec.guest_base, spec.size));
     }
     total += spec.size;
   }

@@ -7,8 +7,9 @@
 //
 //   absl::StatusOr<std::unique_ptr<GuestMemoryMmap>> mem =
 //       GuestMemoryMmap::Create({{.guest_base = 0, .size = 64 << 20}});
-//   VMMKIT_ASSIGN_OR_RETURN(absl::Span<uint8_t> buf, (*mem)->Translate(gpa, 512));
-//   VMMKIT_ASSIGN_OR_RETURN(auto hdr, (*mem)->ReadObj<BlkReqHeader>(gpa));
+//   VMMKIT_ASSIGN_OR_RETURN(absl::Span<uint8_t> buf, (*mem)->Translate(gpa,
+//   512)); VMMKIT_ASSIGN_OR_RETURN(auto hdr,
+//   (*mem)->ReadObj<BlkReqHeader>(gpa));
 //   VMMKIT_RETURN_IF_ERROR((*mem)->Write(gpa, bytes));
 //
 // Who owns the mappings is up to the subclass: GuestMemoryMmap owns anonymous
@@ -36,7 +37,8 @@
 
 namespace vmmkit::virtqueue {
 
-// One contiguous range of guest physical memory backed by contiguous host memory.
+// One contiguous range of guest physical memory backed by contiguous host
+// memory.
 struct MemoryRegion {
   uint64_t guest_base = 0;
   uint64_t size = 0;
@@ -59,7 +61,8 @@ class GuestMemory {
     // Fast path: all of the range in the first region (all of memory in most
     // VMs); anything else takes the out-of-line walk over the regions.
     const uint64_t offset = addr - first_.guest_base;
-    if (ABSL_PREDICT_TRUE(offset < first_.size && len <= first_.size - offset)) {
+    if (ABSL_PREDICT_TRUE(offset < first_.size &&
+                          len <= first_.size - offset)) {
       return true;
     }
     return ContainsSlow(addr, len);
@@ -78,22 +81,42 @@ class GuestMemory {
   // Sets every byte of [addr, addr + len) to `value`.
   absl::Status Fill(uint64_t addr, uint64_t len, uint8_t value) const;
 
+  // Calls fn(absl::Span<uint8_t>) for each host-contiguous piece of
+  // [addr, addr + len) in order (one piece unless the range crosses into an
+  // adjacent region), after checking that all of it is guest memory:
+  // kOutOfRange and no call at all otherwise. For zero-copy I/O (preadv into
+  // guest buffers).
+  template <typename Fn>
+  absl::Status ForEachSpan(uint64_t addr, uint64_t len, Fn fn) const {
+    if (!Contains(addr, len)) return OutOfRange(addr, len);
+    while (len > 0) {
+      const MemoryRegion* r = FindRegion(addr);
+      const uint64_t offset = addr - r->guest_base;
+      const uint64_t piece = len < r->size - offset ? len : r->size - offset;
+      fn(absl::Span<uint8_t>(r->host + offset, piece));
+      addr += piece;
+      len -= piece;
+    }
+    return absl::OkStatus();
+  }
+
   // Typed copies of trivially copyable objects (wire structs). Byte order is
   // the struct's business: wire structs carry explicit-endian accessors.
   template <typename T>
   absl::StatusOr<T> ReadObj(uint64_t addr) const {
     static_assert(std::is_trivially_copyable_v<T>);
     T value;
-    absl::Status s =
-        Read(addr, absl::MakeSpan(reinterpret_cast<uint8_t*>(&value), sizeof(T)));
+    absl::Status s = Read(
+        addr, absl::MakeSpan(reinterpret_cast<uint8_t*>(&value), sizeof(T)));
     if (!s.ok()) return s;
     return value;
   }
   template <typename T>
   absl::Status WriteObj(uint64_t addr, const T& value) const {
     static_assert(std::is_trivially_copyable_v<T>);
-    return Write(addr, absl::MakeConstSpan(
-                           reinterpret_cast<const uint8_t*>(&value), sizeof(T)));
+    return Write(addr,
+                 absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(&value),
+                                     sizeof(T)));
   }
 
   // 16-bit index accesses with the ordering the virtio rings need: a load with
@@ -109,7 +132,8 @@ class GuestMemory {
   // queue's descriptor walk); everything else uses Translate().
   [[nodiscard]] uint8_t* HostPointer(uint64_t addr, uint64_t len) const {
     const uint64_t offset = addr - first_.guest_base;
-    if (ABSL_PREDICT_TRUE(offset < first_.size && len <= first_.size - offset)) {
+    if (ABSL_PREDICT_TRUE(offset < first_.size &&
+                          len <= first_.size - offset)) {
       return first_.host + offset;
     }
     return HostPointerSlow(addr, len);
@@ -131,8 +155,7 @@ class GuestMemory {
   const MemoryRegion* FindRegion(uint64_t addr) const;
   bool ContainsSlow(uint64_t addr, uint64_t len) const;
   uint8_t* HostPointerSlow(uint64_t addr, uint64_t len) const;
-  template <typename Fn>
-  absl::Status ForEachPiece(uint64_t addr, uint64_t len, Fn fn) const;
+  static absl::Status OutOfRange(uint64_t addr, uint64_t len);
 
   std::vector<MemoryRegion> regions_;
   MemoryRegion first_;  // a copy of regions_[0], or empty

@@ -89,15 +89,15 @@ uint64_t SplitQueue::LegacyRingBytes(uint32_t size, uint32_t align) {
 
 absl::Status SplitQueue::SetLegacyLayout(uint64_t base, uint32_t align) {
   if (align == 0 || (align & (align - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("legacy ring alignment %u is not a power of two", align));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "legacy ring alignment %u is not a power of two", align));
   }
   // virtio 1.2 §2.7.2 (legacy): the used ring starts at the first multiple of
   // the alignment after the descriptor table and the available ring. A base
   // so high that this wraps is caught by Validate()'s memory checks.
   const uint64_t avail = base + DescTableBytes(size_);
-  const uint64_t used = (avail + AvailRingBytes(size_) + align - 1) &
-                        ~(uint64_t{align} - 1);
+  const uint64_t used =
+      (avail + AvailRingBytes(size_) + align - 1) & ~(uint64_t{align} - 1);
   desc_table_ = base;
   avail_ring_ = avail;
   used_ring_ = used;
@@ -176,8 +176,8 @@ bool SplitQueue::HasAvailable() {
 namespace {
 
 uint16_t LoadRing16(const uint8_t* p, Endian e) {
-  const uint16_t raw = __atomic_load_n(reinterpret_cast<const uint16_t*>(p),
-                                       __ATOMIC_RELAXED);
+  const uint16_t raw =
+      __atomic_load_n(reinterpret_cast<const uint16_t*>(p), __ATOMIC_RELAXED);
   return e == Endian::kLittle ? raw : __builtin_bswap16(raw);
 }
 

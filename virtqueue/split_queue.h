@@ -6,13 +6,13 @@
 //
 //   SplitQueue q(/*max_size=*/256);
 //   q.set_size(256);
-//   q.set_desc_table(0x10000); q.set_avail_ring(0x11000); q.set_used_ring(0x12000);
-//   VMMKIT_RETURN_IF_ERROR(q.Activate(memory));
+//   q.set_desc_table(0x10000); q.set_avail_ring(0x11000);
+//   q.set_used_ring(0x12000); VMMKIT_RETURN_IF_ERROR(q.Activate(memory));
 //   ...
 //   while (std::optional<DescriptorChain> chain = q.Pop()) {
 //     uint32_t written = 0;
-//     for (const Descriptor& d : *chain) { ... if (d.writable()) written += ...; }
-//     if (!chain->ok()) { /* malformed: chain->error() says why */ }
+//     for (const Descriptor& d : *chain) { ... if (d.writable()) written +=
+//     ...; } if (!chain->ok()) { /* malformed: chain->error() says why */ }
 //     q.AddUsed(chain->head(), written);
 //   }
 //   if (q.broken()) { /* the driver broke the ring: q.error() */ }
@@ -28,9 +28,9 @@
 //   nothing more until Reset() (the device should set DEVICE_NEEDS_RESET).
 // - DescriptorChain: everything else (see QueueError), reported per chain.
 //
-// Byte order: little-endian for VERSION_1 drivers; for a legacy driver it is the
-// guest's native order, big-endian on s390x and ppc64 (set_endian()). The two
-// orders are compiled as separate instantiations, so the little-endian path
+// Byte order: little-endian for VERSION_1 drivers; for a legacy driver it is
+// the guest's native order, big-endian on s390x and ppc64 (set_endian()). The
+// two orders are compiled as separate instantiations, so the little-endian path
 // pays nothing for the other.
 //
 // Thread-compatibility: a SplitQueue and its chains are used by one thread at a
@@ -338,9 +338,8 @@ class SplitQueue {
     if (!ready_) return;
     // Release: the used elements are visible before the index that covers
     // them (§2.7.8.2: the device updates idx after the ring entries).
-    const uint16_t raw = endian_ == Endian::kLittle
-                             ? next_used_
-                             : __builtin_bswap16(next_used_);
+    const uint16_t raw =
+        endian_ == Endian::kLittle ? next_used_ : __builtin_bswap16(next_used_);
     __atomic_store_n(reinterpret_cast<uint16_t*>(used_ + kRingIdxOffset), raw,
                      __ATOMIC_RELEASE);
   }
@@ -438,7 +437,8 @@ inline bool DescriptorChain::NextImpl(Descriptor& out) {
     // Each table allows as many descriptors as it has entries: more means a
     // loop (§2.7.5.3.1: "A driver MUST NOT create a descriptor chain longer
     // than the Queue Size of the device").
-    if (ABSL_PREDICT_FALSE(budget_ == 0)) return Fail(QueueError::kChainTooLong);
+    if (ABSL_PREDICT_FALSE(budget_ == 0))
+      return Fail(QueueError::kChainTooLong);
     --budget_;
     const uint8_t* d = table_ + 16u * next_;
     const uint64_t addr = FromQueue<E>(LoadRaw<uint64_t>(d));

@@ -67,10 +67,10 @@ void DriverQueue::Store16(uint64_t addr, uint16_t v) const {
                    Swap(v, endian_), __ATOMIC_RELAXED);
 }
 uint16_t DriverQueue::Load16(uint64_t addr) const {
-  return Swap(__atomic_load_n(
-                  reinterpret_cast<uint16_t*>(MustHost(memory_, addr, 2)),
-                  __ATOMIC_RELAXED),
-              endian_);
+  return Swap(
+      __atomic_load_n(reinterpret_cast<uint16_t*>(MustHost(memory_, addr, 2)),
+                      __ATOMIC_RELAXED),
+      endian_);
 }
 void DriverQueue::Store32(uint64_t addr, uint32_t v) const {
   v = Swap(v, endian_);
@@ -102,8 +102,7 @@ void DriverQueue::WriteDesc(uint16_t index, uint64_t addr, uint32_t len,
 }
 
 void DriverQueue::SetAvailEntry(uint16_t pos, uint16_t head) {
-  Store16(layout_.avail + kRingEntriesOffset + 2u * (pos % layout_.size),
-          head);
+  Store16(layout_.avail + kRingEntriesOffset + 2u * (pos % layout_.size), head);
 }
 
 void DriverQueue::SetAvailIdx(uint16_t idx) {
@@ -177,8 +176,8 @@ uint16_t DriverQueue::PendingUsed() const {
 
 std::optional<VirtqUsedElem> DriverQueue::PopUsed() {
   if (used_idx() == last_used_) return std::nullopt;
-  const uint64_t elem = layout_.used + kRingEntriesOffset +
-                        8ull * (last_used_ % layout_.size);
+  const uint64_t elem =
+      layout_.used + kRingEntriesOffset + 8ull * (last_used_ % layout_.size);
   VirtqUsedElem e{Load32(elem), Load32(elem + 4)};
   ++last_used_;
   if (e.id < layout_.size) {

@@ -7,7 +7,8 @@
 //
 //   DriverQueue drv(memory, {.size = 256, .desc = 0x10000, .avail = 0x11000,
 //                            .used = 0x12000});
-//   uint16_t head = *drv.AddChain({{0x100000, 16, false}, {0x101000, 512, true}});
+//   uint16_t head = *drv.AddChain({{0x100000, 16, false}, {0x101000, 512,
+//   true}});
 //   ... the device pops, processes and adds used ...
 //   std::optional<VirtqUsedElem> used = drv.PopUsed();
 //
