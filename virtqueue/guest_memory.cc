@@ -21,8 +21,9 @@ absl::Status GuestMemory::AddRegion(const MemoryRegion& region) {
                         region.guest_base, region.size));
   }
   for (const MemoryRegion& r : regions_) {
-    if (region.guest_base < r.guest_base + r.size &&
-        r.guest_base < region.guest_base + region.size) {
+    // Compare last bytes: a region may end at 2^64, where base + size is 0.
+    if (region.guest_base <= r.guest_base + (r.size - 1) &&
+        r.guest_base <= region.guest_base + (region.size - 1)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "region [0x%x, +0x%x) overlaps [0x%x, +0x%x)", region.guest_base,
           region.size, r.guest_base, r.size));

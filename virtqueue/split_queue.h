@@ -311,8 +311,11 @@ class SplitQueue {
     return endian_ == Endian::kLittle ? PopImpl<Endian::kLittle>()
                                       : PopImpl<Endian::kBig>();
   }
-  // Gives a chain back so that the next Pop() returns it again.
-  void Undo() { --next_avail_; }
+  // Gives a chain back so that the next Pop() returns it again. Does nothing
+  // on a queue that is not ready or is broken, which serves nothing.
+  void Undo() {
+    if (ready_ && !broken()) --next_avail_;
+  }
   // True if Pop() would return a chain.
   bool HasAvailable();
 
