@@ -57,24 +57,29 @@ absl::Status QueueErrorToStatus(QueueError error) {
   }
 }
 
-bool DescriptorChain::EnterIndirect(uint64_t addr, uint32_t len,
-                                    uint16_t flags) {
-  if (!indirect_allowed_) return Fail(QueueError::kIndirectNotNegotiated);
+const uint8_t* DescriptorChain::ResolveIndirect(
+    const GuestMemory* memory, uint64_t addr, uint32_t len, uint16_t flags,
+    bool indirect_allowed, bool in_indirect, QueueError* error) {
   // §2.7.5.3.1: "The driver MUST NOT set the VIRTQ_DESC_F_INDIRECT flag
   // within an indirect descriptor (ie. only one table per descriptor)" and
   // "MUST NOT set both VIRTQ_DESC_F_INDIRECT and VIRTQ_DESC_F_NEXT in flags".
-  if (in_indirect_) return Fail(QueueError::kNestedIndirect);
-  if (flags & kDescFNext) return Fail(QueueError::kIndirectWithNext);
-  if (len == 0 || len % 16 != 0) return Fail(QueueError::kIndirectTableLength);
-  if (len / 16 > 65536) return Fail(QueueError::kIndirectTableTooLarge);
-  const uint8_t* table = memory_->HostPointer(addr, len);
-  if (table == nullptr) return Fail(QueueError::kIndirectTableOutOfMemory);
-  table_ = table;
-  table_size_ = len / 16;
-  budget_ = table_size_;
-  next_ = 0;
-  in_indirect_ = true;
-  return true;
+  if (!indirect_allowed) {
+    *error = QueueError::kIndirectNotNegotiated;
+  } else if (in_indirect) {
+    *error = QueueError::kNestedIndirect;
+  } else if (flags & kDescFNext) {
+    *error = QueueError::kIndirectWithNext;
+  } else if (len == 0 || len % 16 != 0) {
+    *error = QueueError::kIndirectTableLength;
+  } else if (len / 16 > 65536) {
+    *error = QueueError::kIndirectTableTooLarge;
+  } else if (const uint8_t* table = memory->HostPointer(addr, len);
+             table != nullptr) {
+    return table;
+  } else {
+    *error = QueueError::kIndirectTableOutOfMemory;
+  }
+  return nullptr;
 }
 
 SplitQueue::SplitQueue(uint16_t max_size)

@@ -146,10 +146,7 @@ class DescriptorChain {
 
   // Stores the next descriptor in `out` and returns true, or returns false at
   // the end of the chain or on an error.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE bool Next(Descriptor& out) {
-    return big_endian_ ? NextImpl<Endian::kBig>(out)
-                       : NextImpl<Endian::kLittle>(out);
-  }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool Next(Descriptor& out);
 
   bool ok() const { return error_ == QueueError::kNone; }
   QueueError error() const { return error_; }
@@ -200,17 +197,17 @@ class DescriptorChain {
         big_endian_(big_endian),
         indirect_allowed_(indirect_allowed) {}
 
-  template <Endian E>
-  ABSL_ATTRIBUTE_ALWAYS_INLINE bool NextImpl(Descriptor& out);
-  ABSL_ATTRIBUTE_NOINLINE bool Fail(QueueError error) {
+  bool Fail(QueueError error) {
     error_ = error;
     done_ = true;
     return false;
   }
-  // Switches to the indirect table an INDIRECT descriptor points at, or
-  // fails the chain.
-  ABSL_ATTRIBUTE_NOINLINE bool EnterIndirect(uint64_t addr, uint32_t len,
-                                             uint16_t flags);
+  // The indirect table an INDIRECT descriptor points at, or nullptr with
+  // `*error` set. Out of line and free of `this`, so that the chain's state
+  // can live in registers on the hot path.
+  ABSL_ATTRIBUTE_NOINLINE static const uint8_t* ResolveIndirect(
+      const GuestMemory* memory, uint64_t addr, uint32_t len, uint16_t flags,
+      bool indirect_allowed, bool in_indirect, QueueError* error);
 
   const GuestMemory* memory_;
   const uint8_t* table_;  // main descriptor table, then the indirect one
@@ -307,10 +304,7 @@ class SplitQueue {
   // The next available chain, or nullopt when there is none (or the queue is
   // not ready, or broken). Reads avail.idx with acquire semantics only when the
   // chains seen before are used up.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE std::optional<DescriptorChain> Pop() {
-    return endian_ == Endian::kLittle ? PopImpl<Endian::kLittle>()
-                                      : PopImpl<Endian::kBig>();
-  }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE std::optional<DescriptorChain> Pop();
   // Gives a chain back so that the next Pop() returns it again. Does nothing
   // on a queue that is not ready or is broken, which serves nothing.
   void Undo() {
@@ -332,11 +326,7 @@ class SplitQueue {
   }
   // The two halves of AddUsed: write an element without publishing it, and
   // publish every element written so far.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE void PushUsed(uint16_t head, uint32_t len) {
-    if (ABSL_PREDICT_FALSE(!ready_)) return;  // reset under the device's feet
-    endian_ == Endian::kLittle ? PushUsedImpl<Endian::kLittle>(head, len)
-                               : PushUsedImpl<Endian::kBig>(head, len);
-  }
+  ABSL_ATTRIBUTE_ALWAYS_INLINE void PushUsed(uint16_t head, uint32_t len);
   void PublishUsed() {
     if (!ready_) return;
     // Release: the used elements are visible before the index that covers
@@ -367,10 +357,6 @@ class SplitQueue {
   absl::Status status() const { return QueueErrorToStatus(error_); }
 
  private:
-  template <Endian E>
-  ABSL_ATTRIBUTE_ALWAYS_INLINE std::optional<DescriptorChain> PopImpl();
-  template <Endian E>
-  ABSL_ATTRIBUTE_ALWAYS_INLINE void PushUsedImpl(uint16_t head, uint32_t len);
   uint16_t LoadAvailIdx() const;
 
   // Configuration.
@@ -404,19 +390,23 @@ class SplitQueue {
 
 namespace internal {
 
-template <Endian E, typename T>
-inline T FromQueue(T v) {
-  if constexpr (E == Endian::kBig) {
-    if constexpr (sizeof(T) == 2) return __builtin_bswap16(v);
-    if constexpr (sizeof(T) == 4) return __builtin_bswap32(v);
-    if constexpr (sizeof(T) == 8) return __builtin_bswap64(v);
-  } else {
-    return v;
-  }
+// Byte order of ring fields. A legacy driver on a big-endian guest is rare and
+// the flag is per queue, so the swap is a data-dependent select rather than a
+// second copy of the hot path: on the little-endian path it costs a test and
+// a conditional move, and the compiler has no reason to duplicate the loop.
+#if defined(__clang__)
+#define VMMKIT_UNPREDICTABLE(x) __builtin_unpredictable(x)
+#else
+#define VMMKIT_UNPREDICTABLE(x) (x)
+#endif
+inline uint16_t FromQueue(uint16_t v, bool big) {
+  return VMMKIT_UNPREDICTABLE(big) ? __builtin_bswap16(v) : v;
 }
-template <Endian E, typename T>
-inline T ToQueue(T v) {
-  return FromQueue<E>(v);
+inline uint32_t FromQueue(uint32_t v, bool big) {
+  return VMMKIT_UNPREDICTABLE(big) ? __builtin_bswap32(v) : v;
+}
+inline uint64_t FromQueue(uint64_t v, bool big) {
+  return VMMKIT_UNPREDICTABLE(big) ? __builtin_bswap64(v) : v;
 }
 template <typename T>
 inline T LoadRaw(const uint8_t* p) {
@@ -431,8 +421,7 @@ inline void StoreRaw(uint8_t* p, T v) {
 
 }  // namespace internal
 
-template <Endian E>
-inline bool DescriptorChain::NextImpl(Descriptor& out) {
+inline bool DescriptorChain::Next(Descriptor& out) {
   using internal::FromQueue;
   using internal::LoadRaw;
   if (done_) return false;
@@ -444,13 +433,21 @@ inline bool DescriptorChain::NextImpl(Descriptor& out) {
       return Fail(QueueError::kChainTooLong);
     --budget_;
     const uint8_t* d = table_ + 16u * next_;
-    const uint64_t addr = FromQueue<E>(LoadRaw<uint64_t>(d));
-    const uint32_t len = FromQueue<E>(LoadRaw<uint32_t>(d + 8));
-    const uint16_t flags = FromQueue<E>(LoadRaw<uint16_t>(d + 12));
-    const uint16_t next = FromQueue<E>(LoadRaw<uint16_t>(d + 14));
+    const uint64_t addr = FromQueue(LoadRaw<uint64_t>(d), big_endian_);
+    const uint32_t len = FromQueue(LoadRaw<uint32_t>(d + 8), big_endian_);
+    const uint16_t flags = FromQueue(LoadRaw<uint16_t>(d + 12), big_endian_);
+    const uint16_t next = FromQueue(LoadRaw<uint16_t>(d + 14), big_endian_);
 
     if (ABSL_PREDICT_FALSE(flags & kDescFIndirect)) {
-      if (!EnterIndirect(addr, len, flags)) return false;
+      QueueError error = QueueError::kNone;
+      const uint8_t* table = ResolveIndirect(
+          memory_, addr, len, flags, indirect_allowed_, in_indirect_, &error);
+      if (table == nullptr) return Fail(error);
+      table_ = table;
+      table_size_ = len / 16;
+      budget_ = table_size_;
+      next_ = 0;
+      in_indirect_ = true;
       continue;
     }
     if (flags & kDescFWrite) {
@@ -483,40 +480,42 @@ inline bool DescriptorChain::NextImpl(Descriptor& out) {
   }
 }
 
-template <Endian E>
-inline std::optional<DescriptorChain> SplitQueue::PopImpl() {
+inline std::optional<DescriptorChain> SplitQueue::Pop() {
   using internal::FromQueue;
   using internal::LoadRaw;
+  const bool big = endian_ == Endian::kBig;
   if (next_avail_ == cached_avail_idx_) {
     if (!ready_ || broken()) return std::nullopt;
     const uint16_t idx = LoadAvailIdx();
     // §2.7.6: the driver never has more than size entries outstanding.
-    if (static_cast<uint16_t>(idx - next_avail_) > size_) {
+    if (ABSL_PREDICT_FALSE(static_cast<uint16_t>(idx - next_avail_) > size_)) {
       error_ = QueueError::kAvailIndexJump;
       return std::nullopt;
     }
     cached_avail_idx_ = idx;
     if (idx == next_avail_) return std::nullopt;
   }
-  const uint16_t head = FromQueue<E>(LoadRaw<uint16_t>(
-      avail_ + kRingEntriesOffset + 2u * (next_avail_ & (size_ - 1))));
+  const uint16_t head =
+      FromQueue(LoadRaw<uint16_t>(avail_ + kRingEntriesOffset +
+                                  2u * (next_avail_ & (size_ - 1))),
+                big);
   if (ABSL_PREDICT_FALSE(head >= size_)) {
     error_ = QueueError::kHeadOutOfRange;
     cached_avail_idx_ = next_avail_;  // serve nothing more
     return std::nullopt;
   }
   ++next_avail_;
-  return DescriptorChain(memory_, desc_, size_, head, E == Endian::kBig,
-                         indirect_allowed_);
+  return DescriptorChain(memory_, desc_, size_, head, big, indirect_allowed_);
 }
 
-template <Endian E>
-inline void SplitQueue::PushUsedImpl(uint16_t head, uint32_t len) {
+inline void SplitQueue::PushUsed(uint16_t head, uint32_t len) {
+  using internal::FromQueue;
   using internal::StoreRaw;
-  using internal::ToQueue;
+  if (ABSL_PREDICT_FALSE(!ready_)) return;  // reset under the device's feet
+  const bool big = endian_ == Endian::kBig;
   uint8_t* elem = used_ + kRingEntriesOffset + 8u * (next_used_ & (size_ - 1));
-  StoreRaw<uint32_t>(elem, ToQueue<E>(static_cast<uint32_t>(head)));
-  StoreRaw<uint32_t>(elem + 4, ToQueue<E>(len));
+  StoreRaw<uint32_t>(elem, FromQueue(static_cast<uint32_t>(head), big));
+  StoreRaw<uint32_t>(elem + 4, FromQueue(len, big));
   ++next_used_;
 }
 
