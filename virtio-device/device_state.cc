@@ -36,8 +36,9 @@ const char* DeviceTypeName(DeviceType type) {
 
 namespace {
 
-Features OfferedFeatures(const VirtioDevice& device, bool allow_legacy) {
-  Features f = device.offered_features();
+Features OfferedFeatures(const VirtioDevice& device, bool allow_legacy,
+                         const Features& transport_features) {
+  Features f = device.offered_features() | transport_features;
   // §6.1: a device that cannot work without VERSION_1 (modern-only) offers it;
   // a legacy-capable one offers it too, so that modern drivers can take it.
   if (!allow_legacy) f.Set(kFVersion1);
@@ -51,7 +52,8 @@ DeviceState::DeviceState(VirtioDevice& device, const GuestMemory& memory,
     : device_(device),
       memory_(memory),
       options_(options),
-      offered_(OfferedFeatures(device, options.allow_legacy)) {
+      offered_(OfferedFeatures(device, options.allow_legacy,
+                               options.transport_features)) {
   for (uint16_t max : device_.queue_max_sizes()) queues_.emplace_back(max);
 }
 

@@ -83,6 +83,9 @@ class DeviceState final : public DeviceContext {
     // False for a modern-only (non-transitional) device: a driver that does
     // not accept VERSION_1 is refused.
     bool allow_legacy = true;
+    // Features the transport adds to the device's offer (for example
+    // VIRTIO_F_NOTIFICATION_DATA, which only the transport implements).
+    Features transport_features;
   };
 
   // `device` and `memory` must outlive the state.
