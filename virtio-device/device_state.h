@@ -95,6 +95,7 @@ class DeviceState final : public DeviceContext {
   ~DeviceState() override;
 
   VirtioDevice& device() { return device_; }
+  const VirtioDevice& device() const { return device_; }
   const Options& options() const { return options_; }
   void set_interrupt_sink(InterruptSink* sink) { sink_ = sink; }
 
