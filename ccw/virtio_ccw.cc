@@ -1,5 +1,6 @@
 #include "ccw/virtio_ccw.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace vmmkit::ccw {
@@ -104,7 +105,7 @@ CommandResult VirtioCcwDevice::Execute(const Command& cmd, CcwData& data) {
     case kVirtioCcwWriteFeat:
       return WriteFeat(cmd, data);
     case kVirtioCcwReadConf:
-      return ReadConf(data);
+      return ReadConf(cmd, data);
     case kVirtioCcwWriteConf:
       return WriteConf(cmd, data);
     case kVirtioCcwWriteStatus:
@@ -114,7 +115,8 @@ CommandResult VirtioCcwDevice::Execute(const Command& cmd, CcwData& data) {
     case kVirtioCcwSetConfInd:
       return SetInd(cmd, data, /*config=*/true);
     case kVirtioCcwReadVqConf:
-      if (revision_ < 1) return CommandResult::CommandReject();
+      // Not revision-bound: READ_VQ_CONF predates SET_VIRTIO_REV, and Linux's
+      // legacy queue setup (virtio_ccw_setup_vq at revision 0) issues it.
       return ReadVqConf(cmd, data);
     case kVirtioCcwSetIndAdapter:
       if (revision_ < 1) return CommandResult::CommandReject();
@@ -238,16 +240,29 @@ CommandResult VirtioCcwDevice::WriteFeat(const Command& cmd, CcwData& data) {
   return CommandResult::Accepted();
 }
 
-CommandResult VirtioCcwDevice::ReadConf(CcwData& data) {
+// How many configuration bytes READ_CONF/WRITE_CONF move: the count says how
+// much of the configuration (from offset 0) the driver wants, so a count
+// below the configuration size is no length error (Linux reads offset + len
+// bytes). With data chaining the total count is unknown until the chain's
+// end, so the whole configuration is offered and a shorter chain is
+// incorrect length.
+namespace {
+size_t ConfigTransferSize(const Command& cmd, size_t config_size) {
+  if (cmd.data_chained()) return config_size;
+  return std::min<size_t>(config_size, cmd.count);
+}
+}  // namespace
+
+CommandResult VirtioCcwDevice::ReadConf(const Command& cmd, CcwData& data) {
   // The configuration from offset 0; the driver picks its field out of it.
-  std::vector<uint8_t> config(state_.config_size());
+  std::vector<uint8_t> config(ConfigTransferSize(cmd, state_.config_size()));
   state_.ReadConfig(0, absl::MakeSpan(config), state_.legacy_endian());
   (void)data.CopyToGuest(config);
   return CommandResult::Accepted();
 }
 
-CommandResult VirtioCcwDevice::WriteConf(const Command&, CcwData& data) {
-  std::vector<uint8_t> config(state_.config_size());
+CommandResult VirtioCcwDevice::WriteConf(const Command& cmd, CcwData& data) {
+  std::vector<uint8_t> config(ConfigTransferSize(cmd, state_.config_size()));
   absl::StatusOr<size_t> n = data.CopyFromGuest(absl::MakeSpan(config));
   if (!n.ok() || !data.status().ok()) return CommandResult::Accepted();
   state_.WriteConfig(0, absl::MakeConstSpan(config).subspan(0, *n),
@@ -284,7 +299,8 @@ CommandResult VirtioCcwDevice::SetInd(const Command& cmd, CcwData& data,
   if (!ReadBlock(cmd, data, absl::MakeSpan(addr), &result)) return result;
   const uint64_t a = Be(addr, 8);
   if (!config && adapter_) return CommandResult::CommandReject();
-  if (a == 0 || !memory_.Contains(a, 8)) return CommandResult::CommandReject();
+  // Address 0 deregisters (Linux's virtio_ccw_drop_indicator on teardown).
+  if (a != 0 && !memory_.Contains(a, 8)) return CommandResult::CommandReject();
   (config ? config_indicators_ : indicators_) = a;
   return CommandResult::Accepted();
 }
@@ -299,9 +315,15 @@ CommandResult VirtioCcwDevice::SetIndAdapter(const Command& cmd,
   const uint64_t ind = Be(area.indicator, 8);
   const uint64_t bit_nr = Be(area.bit_nr, 8);
   const uint64_t nq = state_.num_queues();
+  if (ind == 0) {
+    // Deregistration (Linux's virtio_ccw_drop_indicator on teardown).
+    adapter_ = false;
+    summary_indicator_ = device_indicators_ = bit_nr_ = 0;
+    return CommandResult::Accepted();
+  }
   // Every queue's bit must be in guest memory: bits bit_nr .. bit_nr+nq-1.
-  if (area.isc > 7 || summary == 0 || ind == 0 ||
-      !memory_.Contains(summary, 1) || bit_nr > (uint64_t{1} << 40) ||
+  if (area.isc > 7 || summary == 0 || !memory_.Contains(summary, 1) ||
+      bit_nr > (uint64_t{1} << 40) ||
       !memory_.Contains(ind, (bit_nr + nq + 7) / 8)) {
     return CommandResult::CommandReject();
   }

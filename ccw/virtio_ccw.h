@@ -15,9 +15,10 @@
 // SET_VIRTIO_REV is rejected. Revision 0 is legacy: the legacy queue block
 // {be64 queue, be32 align, be16 index, be16 num}, rings and configuration in
 // the guest's native (big-endian) order, feature bits 0..31 only. Revision 1
-// adds READ_VQ_CONF, SET_IND_ADAPTER and the {desc, res0, index, num, avail,
-// used} block; revision 2 adds READ_STATUS. A command outside the revision is
-// rejected.
+// adds SET_IND_ADAPTER and the {desc, res0, index, num, avail, used} block;
+// revision 2 adds READ_STATUS. A command outside the revision is rejected.
+// READ_VQ_CONF is valid in every revision: it predates SET_VIRTIO_REV and
+// Linux's legacy queue setup issues it at revision 0.
 //
 // Interrupts leave through VirtioCcwInterrupts: classic indicators (a 64-bit
 // big-endian word, bit n for queue n, and a second word whose bit 0 is the
@@ -33,14 +34,19 @@
 //   program interpreter judges lengths; a block too short to act on is
 //   rejected only when length checking is suppressed (SLI).
 // - READ_CONF stores min(count, config size) bytes and the residual count says
-//   how many were not stored.
+//   how many were not stored; WRITE_CONF takes min(count, config size). A
+//   count below the config size is the driver asking for a prefix (Linux
+//   sends offset + len), not a length error. (With data chaining the whole
+//   configuration is offered: a shorter chain is incorrect length.)
 // - WRITE_FEAT with a feature-word index the revision does not have is a
 //   command reject (QEMU ignores it): a driver must not believe it set bits
 //   the device never saw.
 // - SET_VQ checks the queue against the device maximum and guest memory when
 //   it is given, and rejects a bad one then.
 // - Indicator addresses are checked against guest memory (8 bytes; the
-//   adapter summary byte, and the device indicator bit's byte).
+//   adapter summary byte, and the device indicator bit's byte). Address 0
+//   deregisters (SET_IND / SET_CONF_IND with 0, SET_IND_ADAPTER with
+//   indicator 0), which Linux does when it tears its queues down.
 //
 // Thread-compatibility: one thread at a time (the VMM serializes channel
 // programs, notifications and queue work on a device).
@@ -163,7 +169,7 @@ class VirtioCcwDevice final : public CcwCommandHandler,
   CommandResult SetVq(const Command& cmd, CcwData& data);
   CommandResult ReadFeat(const Command& cmd, CcwData& data);
   CommandResult WriteFeat(const Command& cmd, CcwData& data);
-  CommandResult ReadConf(CcwData& data);
+  CommandResult ReadConf(const Command& cmd, CcwData& data);
   CommandResult WriteConf(const Command& cmd, CcwData& data);
   CommandResult WriteStatus(const Command& cmd, CcwData& data);
   CommandResult SetInd(const Command& cmd, CcwData& data, bool config);
