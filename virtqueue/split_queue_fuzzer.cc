@@ -7,11 +7,12 @@
 //   then a sequence of operations, each an opcode byte and its arguments:
 //           driver-side writes (raw descriptors in the table or in an indirect
 //           scratch table, well-formed direct and indirect chains through
-//           DriverQueue, avail entries and indices, used_event, avail flags)
+//           DriverQueue, avail entries and indices, used_event, avail flags,
+//           reaping used entries, the driver's notification decision)
 //           interleaved with device operations (Pop and walk the whole chain,
-//           Undo, AddUsed, batched AddUsed, PushUsed/PublishUsed,
-//           Enable/DisableNotification, NeedsNotification, HasAvailable,
-//           Reset, Activate).
+//           writing into its writable buffers, Undo, AddUsed, batched AddUsed,
+//           PushUsed/PublishUsed, Enable/DisableNotification,
+//           NeedsNotification, HasAvailable, Reset, Activate).
 // Guest memory is 1 MiB at 1 MiB (one region, two adjacent regions, or two
 // regions with a hole between them), surrounded by guard pages, so any access
 // outside it crashes. Invariants checked on every step: every descriptor
@@ -244,7 +245,7 @@ class Run {
 
   void Step(Input& in) {
     const uint8_t op = in.U8();
-    switch (op % 22) {
+    switch (op % 24) {
       case 0: {  // raw descriptor in the queue's table
         const uint16_t index = in.U16();
         const uint64_t addr = PickAddr(in);
@@ -397,6 +398,16 @@ class Run {
       case 21:
         ActivateFromConfig();
         break;
+      case 22:  // the driver reaps what the device published
+        if (drv_) {
+          const uint16_t pending = drv_->PendingUsed();
+          const std::optional<VirtqUsedElem> e = drv_->PopUsed();
+          FUZZ_CHECK(e.has_value() == (pending != 0));
+        }
+        break;
+      case 23:
+        if (drv_) (void)drv_->ShouldNotify();
+        break;
     }
   }
 
@@ -468,12 +479,20 @@ class Run {
       ++n;
       // The main chain (at most size) plus one indirect table (at most 65536).
       FUZZ_CHECK(n <= q_.size() + 65536u);
-      // The buffer is readable through GuestMemory at both ends.
+      // The buffer is readable through GuestMemory at both ends, and a
+      // writable one is writable (with the canary, so that the final check
+      // still holds; the buffer may overlap the rings, as a guest may make
+      // it).
       uint8_t bytes[2];
       if (d.len > 0) {
         FUZZ_CHECK(mem_.Read(d.addr, absl::MakeSpan(bytes, 1)).ok());
         FUZZ_CHECK(
             mem_.Read(d.addr + d.len - 1, absl::MakeSpan(bytes, 1)).ok());
+        if (d.writable()) {
+          FUZZ_CHECK(
+              mem_.Fill(d.addr, std::min<uint64_t>(d.len, 16), kCanary).ok());
+          FUZZ_CHECK(mem_.Fill(d.addr + d.len - 1, 1, kCanary).ok());
+        }
       }
     }
     FUZZ_CHECK(total <= UINT32_MAX);
