@@ -441,6 +441,32 @@ TEST_F(AdjacentTest, ReadWriteFillAcrossTheBoundary) {
   EXPECT_EQ(a[0], 0x11);
 }
 
+TEST_F(AdjacentTest, ForEachSpanSplitsAtTheBoundary) {
+  std::vector<absl::Span<uint8_t>> pieces;
+  auto collect = [&](absl::Span<uint8_t> s) { pieces.push_back(s); };
+  ASSERT_OK(mem_->ForEachSpan(p_ - 3, 6, collect));
+  ASSERT_EQ(pieces.size(), 2u);
+  EXPECT_EQ(pieces[0].data(), mem_->regions()[0].host + p_ - 3);
+  EXPECT_EQ(pieces[0].size(), 3u);
+  EXPECT_EQ(pieces[1].data(), mem_->regions()[1].host);
+  EXPECT_EQ(pieces[1].size(), 3u);
+
+  pieces.clear();
+  ASSERT_OK(mem_->ForEachSpan(p_, 2 * p_, collect));
+  ASSERT_EQ(pieces.size(), 1u);
+  EXPECT_EQ(pieces[0].size(), 2 * p_);
+
+  // Nothing at all is visited for a range that is not all memory, and an
+  // empty range visits nothing.
+  pieces.clear();
+  EXPECT_THAT(mem_->ForEachSpan(p_ - 3, 2 * p_ + 4, collect),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(mem_->ForEachSpan(p_, kMax, collect),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_OK(mem_->ForEachSpan(3 * p_, 0, collect));
+  EXPECT_TRUE(pieces.empty());
+}
+
 // ---- Shared (memfd) vs private mappings.
 
 TEST(GuestMemoryMmapTest, SharedMemoryIsBackedByTheMemfd) {
