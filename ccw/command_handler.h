@@ -75,12 +75,14 @@ struct Command {
 // next data-chained CCW is fetched (and checked) only when the device's
 // position reaches it, as a channel would.
 //
-// Errors: an invalid data address, a data-chained CCW that is invalid, or a
-// loop bound hit while chaining is a program check. The call that ran into it
-// returns kOutOfRange (addresses) or kInvalidArgument (an invalid CCW) after
-// moving the bytes before the fault, every later call returns the same
-// status, and the interpreter reports the program check whatever Execute
-// returns. A device should stop and return when a call fails.
+// Errors: an invalid data address, an invalid IDAW, a data-chained CCW that
+// is invalid, or a loop bound hit while chaining is a program check. The call
+// that ran into it moves the bytes before the fault and returns kOutOfRange
+// (an address outside memory or the format's limit), kInvalidArgument (an
+// invalid CCW or IDAW), kUnimplemented (MIDA or suspend in a data-chained
+// CCW) or kResourceExhausted (the CCW bound); every later call returns the
+// same status, and the interpreter reports the program check whatever
+// Execute returns. A device should stop and return when a call fails.
 class CcwData {
  public:
   virtual ~CcwData() = default;

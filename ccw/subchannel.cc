@@ -39,7 +39,10 @@ class ProgramRun {
       : sch_(sch),
         orb_(orb),
         format_(orb.format()),
-        limit_(AddressLimit(orb.format())) {}
+        limit_(AddressLimit(orb.format())),
+        format2_idaws_(orb.control & kOrbFormat2Idaw),
+        idaw_block_(format2_idaws_ && !(orb.control & kOrbIdaw2K) ? 4096
+                                                                  : 2048) {}
 
   Irb Run();
 
@@ -51,8 +54,25 @@ class ProgramRun {
   }
 
   // How many of the `len` bytes at `address` a data transfer may touch: the
-  // prefix below the format's limit and inside guest memory.
-  size_t ValidDataBytes(uint64_t address, size_t len) const;
+  // prefix below `limit` and inside guest memory.
+  size_t ValidDataBytes(uint64_t address, size_t len, uint64_t limit) const;
+
+  // Indirect data addressing: where byte `offset` of the data area of `ccw`
+  // (at `ccw_address`, with the IDA flag) is, and how many bytes from there
+  // are contiguous (to the end of its IDAW block).
+  struct IdaPiece {
+    uint64_t address;
+    size_t length;
+  };
+  absl::StatusOr<IdaPiece> TranslateIndirect(uint32_t ccw_address,
+                                             const Ccw& ccw, size_t offset);
+
+  // Data addresses below this, directly in a CCW...
+  uint64_t address_limit() const { return limit_; }
+  // ... or in an IDAW: 31 bits for format-1 IDAWs, 64 for format-2 ones.
+  uint64_t idaw_address_limit() const {
+    return format2_idaws_ ? ~uint64_t{0} : uint64_t{1} << 31;
+  }
 
   // Records a program check found at the CCW at `ccw_address` and returns the
   // status the caller hands on.
@@ -78,6 +98,12 @@ class ProgramRun {
   const Orb orb_;
   const CcwFormat format_;
   const uint64_t limit_;
+
+  absl::StatusOr<uint64_t> ReadIdaw(uint32_t ccw_address, uint64_t address);
+
+  // IDAW format (ORB H bit) and block size (ORB T bit for format 2).
+  const bool format2_idaws_;
+  const uint64_t idaw_block_;
 
   uint32_t ccws_fetched_ = 0;
   uint32_t ccws_without_data_ = 0;
@@ -163,14 +189,26 @@ absl::StatusOr<size_t> DataStream::Transfer(Op op, const uint8_t* in,
     }
     const Segment& seg = segments_[index_];
     const size_t offset = pos_ - seg.start;
-    const size_t chunk = std::min(n - done, seg.ccw.count - offset);
-    const uint64_t address = uint64_t{seg.ccw.data_address} + offset;
+    size_t chunk = std::min(n - done, seg.ccw.count - offset);
     // PoP "Skip": on input, the skip flag suppresses the transfer of data to
     // storage (and storage is not accessed). Output is unaffected.
     const bool moves_data =
         op == Op::kLoad || (op == Op::kStore && !seg.ccw.skip());
     if (moves_data) {
-      const size_t valid = run_.ValidDataBytes(address, chunk);
+      uint64_t address = uint64_t{seg.ccw.data_address} + offset;
+      uint64_t limit = run_.address_limit();
+      if (seg.ccw.indirect()) {
+        absl::StatusOr<ProgramRun::IdaPiece> piece =
+            run_.TranslateIndirect(seg.ccw_address, seg.ccw, offset);
+        if (!piece.ok()) {
+          status_ = piece.status();
+          return status_;
+        }
+        address = piece->address;
+        chunk = std::min(chunk, piece->length);
+        limit = run_.idaw_address_limit();
+      }
+      const size_t valid = run_.ValidDataBytes(address, chunk, limit);
       absl::Status s;
       if (valid > 0) {
         s = op == Op::kStore
@@ -203,9 +241,10 @@ absl::StatusOr<size_t> DataStream::Transfer(Op op, const uint8_t* in,
 
 }  // namespace
 
-size_t ProgramRun::ValidDataBytes(uint64_t address, size_t len) const {
-  if (address >= limit_) return 0;
-  len = static_cast<size_t>(std::min<uint64_t>(len, limit_ - address));
+size_t ProgramRun::ValidDataBytes(uint64_t address, size_t len,
+                                  uint64_t limit) const {
+  if (address >= limit) return 0;
+  len = static_cast<size_t>(std::min<uint64_t>(len, limit - address));
   const GuestMemory& mem = memory();
   if (mem.Contains(address, len)) return len;
   // The prefix that is guest memory, across adjacent regions.
@@ -221,6 +260,67 @@ size_t ProgramRun::ValidDataBytes(uint64_t address, size_t len) const {
         std::min<uint64_t>(len - valid, r.guest_base + r.size - at));
   }
   return valid;
+}
+
+absl::StatusOr<uint64_t> ProgramRun::ReadIdaw(uint32_t ccw_address,
+                                              uint64_t address) {
+  const size_t size = format2_idaws_ ? 8 : 4;
+  uint8_t raw[8];
+  if (address >= limit_ || limit_ - address < size ||
+      !memory().Read(address, absl::MakeSpan(raw, size)).ok()) {
+    // "Invalid IDAW Address: The channel subsystem has attempted to fetch an
+    // IDAW from a storage location which is not available".
+    return ProgramCheck(ccw_address, absl::StatusCode::kOutOfRange,
+                        absl::StrFormat("invalid IDAW address 0x%x", address));
+  }
+  if (format2_idaws_) {
+    return (uint64_t{LoadBe32(raw)} << 32) | LoadBe32(raw + 4);
+  }
+  const uint32_t idaw = LoadBe32(raw);
+  // "Invalid IDAW Specification: ... bit 0 of a format-1 IDAW is not zero".
+  if (idaw & 0x80000000u) {
+    return ProgramCheck(ccw_address, absl::StatusCode::kInvalidArgument,
+                        "format-1 IDAW with bit 0 set");
+  }
+  return idaw;
+}
+
+absl::StatusOr<ProgramRun::IdaPiece> ProgramRun::TranslateIndirect(
+    uint32_t ccw_address, const Ccw& ccw, size_t offset) {
+  const uint64_t list = ccw.data_address;
+  const size_t idaw_size = format2_idaws_ ? 8 : 4;
+  // "Invalid IDAW Address Specification: ... the data address does not
+  // designate the first IDAW on an integral word (format-1 IDAWs) or
+  // doubleword (format-2 IDAWs) boundary."
+  if (list % idaw_size) {
+    return ProgramCheck(ccw_address, absl::StatusCode::kInvalidArgument,
+                        "IDAW list not aligned");
+  }
+  absl::StatusOr<uint64_t> first = ReadIdaw(ccw_address, list);
+  if (!first.ok()) return first.status();
+  // The first IDAW may designate any byte; its block ends at the next block
+  // boundary. Every later IDAW designates the start of a block.
+  const uint64_t first_len = idaw_block_ - (*first % idaw_block_);
+  const size_t left = ccw.count - offset;
+  if (offset < first_len) {
+    return IdaPiece{*first + offset, static_cast<size_t>(std::min<uint64_t>(
+                                         first_len - offset, left))};
+  }
+  const uint64_t index = 1 + (offset - first_len) / idaw_block_;
+  const uint64_t within = (offset - first_len) % idaw_block_;
+  absl::StatusOr<uint64_t> idaw =
+      ReadIdaw(ccw_address, list + index * idaw_size);
+  if (!idaw.ok()) return idaw.status();
+  // "... the second or subsequent IDAW does not designate the first byte of
+  // a block."
+  if (*idaw % idaw_block_) {
+    return ProgramCheck(
+        ccw_address, absl::StatusCode::kInvalidArgument,
+        absl::StrFormat("IDAW %d (0x%x) not on a block boundary", index,
+                        *idaw));
+  }
+  return IdaPiece{*idaw + within, static_cast<size_t>(std::min<uint64_t>(
+                                      idaw_block_ - within, left))};
 }
 
 absl::StatusOr<FetchedCcw> ProgramRun::Fetch(uint64_t address, bool first,
@@ -288,9 +388,10 @@ absl::StatusOr<FetchedCcw> ProgramRun::Fetch(uint64_t address, bool first,
           address, absl::StatusCode::kInvalidArgument,
           absl::StrFormat("invalid command code 0x%02x", ccw.cmd));
     }
-    if (ccw.indirect() || ccw.modified_indirect()) {
+    if (ccw.modified_indirect()) {
       return ProgramCheck(address, absl::StatusCode::kUnimplemented,
-                          "indirect data addressing is not supported");
+                          "modified indirect data addressing (MIDA) is not "
+                          "supported");
     }
     if (ccw.suspend()) {
       return ProgramCheck(address, absl::StatusCode::kUnimplemented,

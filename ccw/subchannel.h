@@ -51,11 +51,21 @@
 //   implemented; SLI with the rule check_len = !(SLI && !CD) of the last CCW
 //   of the command; SKP suppresses storing on input; PCI is folded into the
 //   final status (subchannel status PCI bit) since the program has finished
-//   by the time anyone could see an intermediate interruption. IDA and MIDA
-//   (indirect data addressing) are not implemented: a CCW with either flag is
-//   a program check. S (suspend) is not implemented either: a CCW with S is a
-//   program check whether or not the ORB allows suspension (without the ORB's
-//   S bit that is the architecture's answer; with it, this model's).
+//   by the time anyone could see an intermediate interruption. S (suspend)
+//   is not implemented: a CCW with S is a program check whether or not the
+//   ORB allows suspension (without the ORB's S bit that is the
+//   architecture's answer; with it, this model's). MIDA (modified IDA) is
+//   not implemented either: program check.
+// - IDA (indirect data addressing): the CCW's data address designates a list
+//   of IDAWs, read only when the device's position reaches them. With the
+//   ORB's H bit clear, format-1 IDAWs (4 bytes, 31-bit addresses, 2 KiB
+//   blocks; "bit 0 of a format-1 IDAW is not zero" -> program check); with H
+//   set (as Linux always sets it), format-2 IDAWs (8 bytes, 64-bit
+//   addresses, 4 KiB blocks, 2 KiB with the ORB's T bit). The list must be
+//   word (format 1) or doubleword (format 2) aligned and below the CCW
+//   format's limit; the first IDAW may designate any byte, every later one
+//   must designate the start of a block ("Invalid IDAW Specification");
+//   each violation, or an IDAW outside guest memory, is a program check.
 // - Incorrect length: when the device moved a number of bytes different from
 //   the program's count (it stopped early: residual > 0, or ended with data
 //   chaining still indicated; or it wanted more than the count) and
@@ -69,14 +79,14 @@
 //   255); the next fetch past either bound is a program check. With
 //   TIC-to-TIC forbidden and both bounds, every program ends, and takes at
 //   most 1024 * 64 KiB of data.
-// - ORB: the format bit and the L bit are used; the key, prefetch (P),
-//   initial-status (I), address-limit checking (A), suppress-suspended (U),
-//   streaming/modification/synchronization (C/M/Y),
-//   the IDAW/MIDAW controls H, T and D (which matter only with IDA/MIDA
-//   CCWs, refused above; Linux always sets H), LPM and the extension are
-//   accepted and ignored (there is one path and no storage keys). Start()
-//   refuses reserved ORB bits and a channel program address with bit 0 set
-//   (an operand exception), and transport mode (B), which is not modelled.
+// - ORB: the format bit, the L bit and the IDAW controls H and T are used;
+//   the key, prefetch (P), initial-status (I), address-limit checking (A),
+//   suppress-suspended (U), streaming/modification/synchronization (C/M/Y),
+//   the MIDAW control D (MIDA CCWs are refused above), LPM and the extension
+//   are accepted and ignored (there is one path and no storage keys).
+//   Start() refuses reserved ORB bits and a channel program address with bit
+//   0 set (an operand exception), and transport mode (B), which is not
+//   modelled.
 //
 // Results (SCSW): function control start; status control primary, secondary
 // and status pending, plus alert when anything but channel end and device end

@@ -284,7 +284,7 @@ TEST_F(SubchannelTest, DataChainingIntoInvalidCcws) {
   const Case cases[] = {
       {{.cmd = 0, .count = 0, .data_address = 0x3000},
        absl::StatusCode::kInvalidArgument},  // count 0 while data chaining
-      {{.cmd = 0, .flags = kCcwFlagIda, .count = 4, .data_address = 0x3000},
+      {{.cmd = 0, .flags = kCcwFlagMida, .count = 4, .data_address = 0x3000},
        absl::StatusCode::kUnimplemented},
       {{.cmd = 0, .flags = kCcwFlagSuspend, .count = 4, .data_address = 0x3000},
        absl::StatusCode::kUnimplemented},
@@ -583,13 +583,10 @@ TEST_F(SubchannelTest, CcwAddressChecks) {
 }
 
 TEST_F(SubchannelTest, InvalidCommandCodesAndUnsupportedFlags) {
+  // IDA is supported: see the IdaTest tests.
   const Ccw bad[] = {
       {.cmd = 0x00, .count = 1, .data_address = 0x2000},
       {.cmd = 0x70, .count = 1, .data_address = 0x2000},
-      {.cmd = kCmdWrite,
-       .flags = kCcwFlagIda,
-       .count = 1,
-       .data_address = 0x2000},
       {.cmd = kCmdWrite,
        .flags = kCcwFlagMida,
        .count = 1,
@@ -760,6 +757,155 @@ TEST_F(SubchannelTest, SenseId) {
   irb = Run(0x1000);
   EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
   EXPECT_EQ(GetBytes(0x2000, 1)[0], 0xFF);
+}
+
+// Indirect data addressing: the CCW's data address designates a list of IDAWs.
+class IdaTest : public SubchannelTest {
+ protected:
+  void PutIdaw1(uint64_t address, uint32_t idaw) {
+    uint8_t b[4];
+    StoreBe32(b, idaw);
+    ASSERT_OK(mem_->Write(address, b));
+  }
+  void PutIdaw2(uint64_t address, uint64_t idaw) {
+    uint8_t b[8];
+    StoreBe32(b, static_cast<uint32_t>(idaw >> 32));
+    StoreBe32(b + 4, static_cast<uint32_t>(idaw));
+    ASSERT_OK(mem_->Write(address, b));
+  }
+  static std::vector<uint8_t> Pattern(size_t n) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 7 + 1);
+    return v;
+  }
+};
+
+TEST_F(IdaTest, Format2IdawsWith4KBlocksLikeLinux) {
+  // 6000 bytes starting 100 bytes before a 4K boundary: three blocks.
+  const std::vector<uint8_t> data = Pattern(6000);
+  device_.handlers[kCmdRead] = Store(data);
+  PutIdaw2(0x3000, 0x10000 - 100);
+  PutIdaw2(0x3008, 0x20000);
+  PutIdaw2(0x3010, 0x40000);
+  Put(0x1000, {.cmd = kCmdRead,
+               .flags = kCcwFlagIda,
+               .count = 6000,
+               .data_address = 0x3000});
+  Irb irb = Run(0x1000, CcwFormat::kFormat1, kOrbFormat2Idaw);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  EXPECT_EQ(irb.scsw.count, 0);
+  std::vector<uint8_t> got = GetBytes(0x10000 - 100, 100);
+  std::vector<uint8_t> more = GetBytes(0x20000, 4096);
+  got.insert(got.end(), more.begin(), more.end());
+  more = GetBytes(0x40000, 6000 - 100 - 4096);
+  got.insert(got.end(), more.begin(), more.end());
+  EXPECT_EQ(got, data);
+}
+
+TEST_F(IdaTest, Format2IdawsWith2KBlocks) {
+  const std::vector<uint8_t> data = Pattern(3000);
+  device_.handlers[kCmdRead] = Store(data);
+  PutIdaw2(0x3000, 0x10000);
+  PutIdaw2(0x3008, 0x20800);
+  Put(0x1000, {.cmd = kCmdRead,
+               .flags = kCcwFlagIda,
+               .count = 3000,
+               .data_address = 0x3000});
+  Irb irb = Run(0x1000, CcwFormat::kFormat1, kOrbFormat2Idaw | kOrbIdaw2K);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  std::vector<uint8_t> got = GetBytes(0x10000, 2048);
+  std::vector<uint8_t> more = GetBytes(0x20800, 3000 - 2048);
+  got.insert(got.end(), more.begin(), more.end());
+  EXPECT_EQ(got, data);
+}
+
+TEST_F(IdaTest, Format1IdawsWith2KBlocksAndOutput) {
+  const std::vector<uint8_t> data = Pattern(3000);
+  PutIdaw1(0x3000, 0x10000 + 2048 - 10);
+  PutIdaw1(0x3004, 0x30000);
+  PutIdaw1(0x3008, 0x50000);
+  PutBytes(0x10000 + 2048 - 10, {data.begin(), data.begin() + 10});
+  PutBytes(0x30000, {data.begin() + 10, data.begin() + 2058});
+  PutBytes(0x50000, {data.begin() + 2058, data.end()});
+  std::vector<uint8_t> got;
+  device_.handlers[kCmdWrite] = Fetch(3000, &got);
+  Put(0x1000, {.cmd = kCmdWrite,
+               .flags = kCcwFlagIda,
+               .count = 3000,
+               .data_address = 0x3000});
+  Irb irb = Run(0x1000);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  EXPECT_EQ(got, data);
+}
+
+TEST_F(IdaTest, IdaInDataChainingAndFormat0) {
+  device_.handlers[kCmdRead] = Store({1, 2, 3, 4, 5, 6});
+  PutIdaw1(0x3000, 0x4000);
+  Put(0x1000,
+      {.cmd = kCmdRead,
+       .flags = kCcwFlagCd,
+       .count = 2,
+       .data_address = 0x2000},
+      CcwFormat::kFormat0);
+  Put(0x1008,
+      {.cmd = 0, .flags = kCcwFlagIda, .count = 4, .data_address = 0x3000},
+      CcwFormat::kFormat0);
+  Irb irb = Run(0x1000, CcwFormat::kFormat0);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  EXPECT_THAT(GetBytes(0x2000, 2), ElementsAre(1, 2));
+  EXPECT_THAT(GetBytes(0x4000, 4), ElementsAre(3, 4, 5, 6));
+}
+
+TEST_F(IdaTest, InvalidIdaws) {
+  struct Case {
+    const char* name;
+    uint32_t list;
+    std::vector<std::pair<uint64_t, uint32_t>> idaws;  // format 1
+    absl::StatusCode code;
+    size_t stored;
+  };
+  const Case cases[] = {
+      {"misaligned list", 0x3002, {}, absl::StatusCode::kInvalidArgument, 0},
+      {"list outside memory", 0x100000, {}, absl::StatusCode::kOutOfRange, 0},
+      {"bit 0 set",
+       0x3000,
+       {{0x3000, 0x80004000}},
+       absl::StatusCode::kInvalidArgument,
+       0},
+      {"second IDAW not on a block boundary",
+       0x3000,
+       {{0x3000, 0x4000 + 2048 - 16}, {0x3004, 0x6010}},
+       absl::StatusCode::kInvalidArgument,
+       16},
+      {"second IDAW beyond the list's memory",
+       0xFFFFC,
+       {{0xFFFFC, 0x4000 + 2048 - 16}},
+       absl::StatusCode::kOutOfRange,
+       16},
+      {"IDAW data outside memory",
+       0x3000,
+       {{0x3000, 0x7FFFF000}},
+       absl::StatusCode::kOutOfRange,
+       0},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<size_t> result;
+    device_.handlers[kCmdRead] = [&](const Command&, CcwData& data) {
+      result = data.CopyToGuest(std::vector<uint8_t>(64, 9));
+      EXPECT_EQ(data.position(), c.stored) << c.name;
+      return CommandResult::Accepted();
+    };
+    for (const auto& [address, idaw] : c.idaws) PutIdaw1(address, idaw);
+    Put(0x1000, {.cmd = kCmdRead,
+                 .flags = kCcwFlagIda,
+                 .count = 64,
+                 .data_address = c.list});
+    Irb irb = Run(0x1000);
+    EXPECT_THAT(result, StatusIs(c.code)) << c.name;
+    EXPECT_EQ(irb.scsw.subchannel_status, kSchStatProgramCheck) << c.name;
+    EXPECT_EQ(irb.scsw.ccw_address, 0x1008u) << c.name;
+    EXPECT_EQ(irb.scsw.count, 64 - c.stored) << c.name;
+  }
 }
 
 // Memory straddling each format's address limit.
