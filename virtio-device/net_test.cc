@@ -458,6 +458,7 @@ TEST_P(NetTest, MergeableBuffersSpanFrames) {
 TEST_P(NetTest, MergeableFrameWaitsForEnoughBuffers) {
   ASSERT_OK(drv().Start(Features::Of({kNetFMrgRxbuf, kFEventIdx})));
   guest_->PostRx({1024});
+  EXPECT_TRUE(drv().queue(0).ShouldNotify());
   drv().Kick(0);
   PeerSend({}, Frame(3000, 5));
   net_->ProcessBackend();
