@@ -184,13 +184,18 @@ Features BlockDevice::offered_features() const {
 }
 
 absl::Status BlockDevice::AcceptFeatures(const Features& features) {
-  // §5.2.5.2: "If VIRTIO_BLK_F_CONFIG_WCE is negotiated but
-  // VIRTIO_BLK_F_FLUSH is not, the device MUST initialize writeback to 0."
-  // Not for a legacy driver, whose feature bits must not change the cache
-  // mode (§5.2.5.3); it gets writethrough from writethrough() instead.
-  if (features.Has(kFVersion1) && features.Has(kBlkFConfigWce) &&
-      !features.Has(kBlkFFlush)) {
-    config_.SetU8(offsetof(BlkConfig, writeback), 0);
+  // A modern driver reads writeback only after FEATURES_OK (§5.2.5.1), so
+  // this is where its initial value is set: §5.2.5.2 "If
+  // VIRTIO_BLK_F_CONFIG_WCE is negotiated but VIRTIO_BLK_F_FLUSH is not, the
+  // device MUST initialize writeback to 0." Setting it here also undoes a
+  // previous driver's choice when it reset before DRIVER_OK (when the device
+  // is not told). A legacy driver may have written writeback before its
+  // features, and its feature bits must not change the cache mode
+  // (§5.2.5.3): its mode comes from writethrough() instead.
+  if (features.Has(kFVersion1)) {
+    const bool writethrough =
+        features.Has(kBlkFConfigWce) && !features.Has(kBlkFFlush);
+    config_.SetU8(offsetof(BlkConfig, writeback), writethrough ? 0 : 1);
   }
   return absl::OkStatus();
 }

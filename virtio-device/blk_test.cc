@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -550,7 +551,7 @@ TEST_P(BlkTest, ReadOnlyImage) {
   EXPECT_EQ(blk_->stats().errors, 1u);
 }
 
-TEST_P(BlkTest, ReadOnlyImageCannotBeOpenedForWriting) {
+TEST_P(BlkTest, ReadOnlyOpensWithoutWritePermission) {
   // The device opens the file O_RDONLY: a file without write permission
   // still serves reads (unless running as root, which ignores modes).
   ASSERT_EQ(chmod(image_->path().c_str(), 0444), 0);
@@ -844,6 +845,78 @@ TEST_P(BlkTest, MalformedChainSetsNeedsReset) {
   EXPECT_THAT(state_->last_error(),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(driver_->Get(s2, 1)[0], 0xff);
+}
+
+TEST_P(BlkTest, WritebackResetBeforeDriverOkIsUndoneByNextProbe) {
+  if (GetParam().legacy) GTEST_SKIP() << "legacy drivers set no FEATURES_OK";
+  // A driver that took CONFIG_WCE without FLUSH gets writethrough ...
+  Start(DefaultOptions(), Features::Of({kBlkFConfigWce}));
+  EXPECT_EQ(driver_->ReadConfig(32, 1)[0], 0u);
+  // ... and the next one, taking FLUSH too, gets writeback again.
+  ASSERT_OK(driver_->Start(AllBlkFeatures()));
+  EXPECT_EQ(driver_->ReadConfig(32, 1)[0], 1u);
+}
+
+// Random chain shapes and headers: every chain is either answered with a
+// status byte the spec defines (and a used length within its writable
+// bytes) or, if malformed, sets NEEDS_RESET; nothing crashes.
+TEST_P(BlkTest, RandomChainsAreAnsweredOrResetNeverCrash) {
+  Start({.path = image_->path(), .seg_max = 4, .size_max = 4096});
+  std::mt19937_64 rng(42);
+  constexpr uint32_t kLens[] = {0, 1, 7, 8, 16, 17, 512, 513, 4096, 8192};
+  constexpr uint32_t kTypes[] = {
+      kBlkTIn,          kBlkTOut,      kBlkTFlush,  kBlkTGetId, kBlkTDiscard,
+      kBlkTWriteZeroes, kBlkTFlushOut, 0x80000000u, 3,          0xffffffffu};
+  std::vector<uint64_t> pool;
+  for (int i = 0; i < 6; ++i) pool.push_back(Buf(8192));
+  int answered = 0, resets = 0;
+  for (int round = 0; round < 400; ++round) {
+    if (state_->status() & kStatusNeedsReset) {
+      ++resets;
+      ASSERT_OK(driver_->Start(AllBlkFeatures()));
+    }
+    const int n = 1 + static_cast<int>(rng() % 6);
+    std::vector<Buffer> bufs;
+    uint64_t writable = 0;
+    for (int i = 0; i < n; ++i) {
+      Buffer b{pool[i], kLens[rng() % std::size(kLens)], false};
+      // Readable first, writable after (mostly), with random contents.
+      b.writable = rng() % 100 < 10 ? rng() % 2 == 0 : i >= n / 2;
+      std::vector<uint8_t> bytes(b.len);
+      for (uint8_t& x : bytes) x = static_cast<uint8_t>(rng());
+      driver_->Put(b.addr, bytes);
+      if (b.writable) writable += b.len;
+      bufs.push_back(b);
+    }
+    // A plausible header in the first buffer, most of the time.
+    if (bufs[0].len >= 16 && rng() % 4 != 0) {
+      const uint64_t sector = rng() % 4 == 0 ? rng() : rng() % (kSectors + 8);
+      BlkReqHeader h{ToGuest(kTypes[rng() % std::size(kTypes)]), 0,
+                     ToGuest(sector)};
+      driver_->Put(bufs[0].addr,
+                   absl::MakeConstSpan(reinterpret_cast<uint8_t*>(&h), 16));
+    }
+    ASSERT_OK(driver_->queue(0).AddChain(bufs).status());
+    driver_->Kick(0);
+    std::optional<VirtqUsedElem> used = driver_->queue(0).PopUsed();
+    if (!used.has_value()) {
+      EXPECT_TRUE(state_->status() & kStatusNeedsReset);
+      continue;
+    }
+    ++answered;
+    EXPECT_LE(used->len, writable);
+    if (writable == 0) EXPECT_EQ(used->len, 0u);
+    if (used->len > 0) {
+      // The status is the last writable byte.
+      uint64_t last = 0;
+      for (const Buffer& b : bufs) {
+        if (b.writable && b.len > 0) last = b.addr + b.len - 1;
+      }
+      EXPECT_LE(driver_->Get(last, 1)[0], kBlkSUnsupp);
+    }
+  }
+  EXPECT_GT(answered, 100);
+  EXPECT_GT(resets, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
