@@ -264,10 +264,8 @@ void BlockDevice::ProcessQueue(uint16_t index) {
         q->PublishUsed();
         context_->NotifyUsed(index);
       }
-      context_->MarkNeedsReset(
-          Annotate(req.status(), absl::StrFormat("virtio-blk queue %u: chain "
-                                                 "%u",
-                                                 index, chain->head())));
+      context_->MarkNeedsReset(Annotate(
+          req.status(), absl::StrFormat("virtio-blk queue %u", index)));
       return;
     }
     const uint32_t used_len = Handle(*req, endian);
