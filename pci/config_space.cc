@@ -15,6 +15,12 @@ bool ValidWidth(size_t n) { return n == 1 || n == 2 || n == 4; }
 
 uint32_t BarOffset(int index) { return kRegBar0 + 4 * index; }
 
+// The command register's low byte (I/O and memory enables) and the BARs.
+bool AffectsDecoding(uint32_t offset) {
+  return offset == kRegCommand ||
+         (offset >= kRegBar0 && offset < kRegCardbusCis);
+}
+
 }  // namespace
 
 ConfigSpace::ConfigSpace(const Options& options)
@@ -70,6 +76,7 @@ void ConfigSpace::Write(uint32_t offset, absl::Span<const uint8_t> data) {
     const uint32_t at = offset + i;
     uint8_t v = (bytes_[at] & ~writable_[at]) | (data[i] & writable_[at]);
     v &= ~(data[i] & w1c_[at]);
+    if (v != bytes_[at] && AffectsDecoding(at)) ++decode_generation_;
     bytes_[at] = v;
   }
   if (has_hooks_ && offset + n > kCapabilityStart) {
@@ -100,7 +107,9 @@ uint32_t ConfigSpace::Get32(uint32_t offset) const {
 
 void ConfigSpace::Set8(uint32_t offset, uint8_t value) {
   assert(offset < bytes_.size());
-  if (offset < bytes_.size()) bytes_[offset] = value;
+  if (offset >= bytes_.size()) return;
+  if (value != bytes_[offset] && AffectsDecoding(offset)) ++decode_generation_;
+  bytes_[offset] = value;
 }
 
 void ConfigSpace::Set16(uint32_t offset, uint16_t value) {
@@ -198,6 +207,7 @@ absl::Status ConfigSpace::AddBar(int index, const BarSpec& spec) {
   if (spec.type != BarType::kIo && spec.prefetchable) low |= kBarPrefetchable;
 
   bars_[index] = spec;
+  ++decode_generation_;
   const uint32_t off = BarOffset(index);
   Set32(off, low);
   const uint32_t wlow =

@@ -269,6 +269,10 @@ class ConfigSpace {
   absl::Status SetBarAddress(int index, uint64_t address);
   // True if the BAR exists and the command register enables its space.
   bool BarDecodingEnabled(int index) const;
+  // Changes whenever something that decides what the function decodes
+  // changes (a BAR added, a BAR register or the command register's enables
+  // written, by the guest or by the owner), so a bus may cache its decoding.
+  uint64_t decode_generation() const { return decode_generation_; }
 
   // Adds a capability: id, next pointer (maintained here) and `body`. Returns
   // its offset. kInvalidArgument for a bad offset or mask size,
@@ -299,6 +303,7 @@ class ConfigSpace {
   bool upper_half_[kNumBars] = {};
   std::vector<Capability> capabilities_;  // in list order
   bool has_hooks_ = false;
+  uint64_t decode_generation_ = 0;
 };
 
 }  // namespace vmmkit::pci

@@ -26,6 +26,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -178,6 +180,38 @@ std::unique_ptr<Device> MakeDeviceB(uint16_t device_id, bool msix) {
   return d;
 }
 
+// What RootBus::FindBar must answer, computed from scratch.
+std::optional<std::pair<const PciFunction*, int>> ExpectedBar(
+    std::unique_ptr<Device> (&devs)[3], bool io, uint64_t addr, size_t len) {
+  for (auto& d : devs) {
+    ConfigSpace& c = d->fn.config_space();
+    for (int b = 0; b < kNumBars; ++b) {
+      const BarSpec& spec = c.bar(b);
+      if (spec.type == BarType::kNone || (spec.type == BarType::kIo) != io ||
+          !c.BarDecodingEnabled(b)) {
+        continue;
+      }
+      const uint64_t base = c.BarAddress(b);
+      if (base == 0 || base + spec.size < base) continue;
+      if (addr >= base && addr - base < spec.size &&
+          len <= spec.size - (addr - base)) {
+        return std::make_pair(&d->fn, b);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+void CheckRouting(const RootBus& bus, std::unique_ptr<Device> (&devs)[3],
+                  bool io, uint64_t addr, size_t len) {
+  const auto want = ExpectedBar(devs, io, addr, len);
+  const auto got = bus.FindBar(io, addr, len);
+  FUZZ_CHECK(want.has_value() == got.has_value());
+  if (got) {
+    FUZZ_CHECK(got->function == want->first && got->bar == want->second);
+  }
+}
+
 size_t Width(uint8_t b) {
   static constexpr size_t kWidths[] = {1, 2, 4, 4, 1, 2, 4, 8, 0, 3};
   return kWidths[b % std::size(kWidths)];
@@ -254,6 +288,7 @@ void Run(Input& in) {
         const uint64_t base = d.fn.config_space().BarAddress(bar);
         const bool io = sel & 0x80;
         const uint64_t addr = base + off;
+        CheckRouting(bus, devs, io, addr, w);
         if (io) {
           write ? bus.PioWrite(addr, data) : bus.PioRead(addr, data);
         } else {
@@ -264,6 +299,7 @@ void Run(Input& in) {
       case 4: {  // anywhere
         const uint64_t addr = in.U64();
         const bool io = in.U8() & 1;
+        CheckRouting(bus, devs, io, addr, w);
         bool claimed;
         if (io) {
           claimed = write ? bus.PioWrite(addr, data) : bus.PioRead(addr, data);

@@ -26,6 +26,7 @@ RootBus::RootBus(const Options& options)
                                .device_id = kHostBridgeDeviceId,
                                .class_code = kClassHostBridge})) {
   functions_[0] = host_bridge_.get();
+  present_.push_back(0);
 }
 
 absl::Status RootBus::AddFunction(PciAddress address, PciFunction* function) {
@@ -43,6 +44,10 @@ absl::Status RootBus::AddFunction(PciAddress address, PciFunction* function) {
                                                     address.function));
   }
   functions_[Index(address)] = function;
+  decoders_valid_ = false;
+  present_.insert(
+      std::upper_bound(present_.begin(), present_.end(), Index(address)),
+      Index(address));
   // "Bit 7 ... identifies a multi-function device" (PCI 3.0 §6.2.1): set on
   // function 0 once the device has more than one function.
   PciFunction* fn0 = functions_[Index({0, address.device, 0})];
@@ -155,29 +160,45 @@ RootBus::BarMap RootBus::MapBars(ConfigSpace& config) {
   return map;
 }
 
+void RootBus::RefreshDecoders() const {
+  bool valid = decoders_valid_;
+  // A cheap check on every access: one generation per function.
+  for (size_t k = 0; valid && k < present_.size(); ++k) {
+    valid = functions_[present_[k]]->config_space().decode_generation() ==
+            decoder_generations_[k];
+  }
+  if (valid) return;
+  decoders_.clear();
+  decoder_generations_.clear();
+  for (const int i : present_) {
+    ConfigSpace& c = functions_[i]->config_space();
+    decoder_generations_.push_back(c.decode_generation());
+    const BarMap map = MapBars(c);
+    for (int b = 0; b < kNumBars; ++b) {
+      if (!map[b].has_value()) continue;
+      decoders_.push_back({.base = *map[b],
+                           .size = c.bar(b).size,
+                           .index = i,
+                           .bar = b,
+                           .io = c.bar(b).type == BarType::kIo});
+    }
+  }
+  decoders_valid_ = true;
+}
+
 std::optional<RootBus::BarTarget> RootBus::FindBar(bool is_io, uint64_t address,
                                                    uint64_t length) const {
-  for (int i = 0; i < static_cast<int>(functions_.size()); ++i) {
-    PciFunction* fn = functions_[i];
-    if (fn == nullptr) continue;
-    ConfigSpace& c = fn->config_space();
-    if (!(is_io ? c.io_enabled() : c.memory_enabled())) continue;
-    for (int b = 0; b < kNumBars; ++b) {
-      const BarSpec& spec = c.bar(b);
-      if (spec.type == BarType::kNone || (spec.type == BarType::kIo) != is_io) {
-        continue;
-      }
-      const uint64_t base = c.BarAddress(b);
-      if (base == 0 || base + spec.size < base || address < base) continue;
-      const uint64_t rel = address - base;
-      if (rel < spec.size && length <= spec.size - rel) {
-        return BarTarget{
-            .address = {0, static_cast<uint8_t>(i / kFunctionsPerDevice),
-                        static_cast<uint8_t>(i % kFunctionsPerDevice)},
-            .function = fn,
-            .bar = b,
-            .offset = rel};
-      }
+  RefreshDecoders();
+  for (const Decoder& d : decoders_) {
+    if (d.io != is_io || address < d.base) continue;
+    const uint64_t rel = address - d.base;
+    if (rel < d.size && length <= d.size - rel) {
+      return BarTarget{
+          .address = {0, static_cast<uint8_t>(d.index / kFunctionsPerDevice),
+                      static_cast<uint8_t>(d.index % kFunctionsPerDevice)},
+          .function = functions_[d.index],
+          .bar = d.bar,
+          .offset = rel};
     }
   }
   return std::nullopt;

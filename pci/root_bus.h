@@ -42,6 +42,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -156,6 +157,21 @@ class RootBus {
   Options options_;
   std::unique_ptr<GenericPciFunction> host_bridge_;
   std::array<PciFunction*, kDevicesPerBus * kFunctionsPerDevice> functions_{};
+  std::vector<int> present_;  // indices of non-null functions_, ascending
+
+  // The decoding BARs of all functions, rebuilt when a function's
+  // decode_generation() moved (or a function was added).
+  struct Decoder {
+    uint64_t base;
+    uint64_t size;
+    int index;  // into functions_
+    int bar;
+    bool io;
+  };
+  void RefreshDecoders() const;
+  mutable std::vector<Decoder> decoders_;
+  mutable std::vector<uint64_t> decoder_generations_;  // parallel to present_
+  mutable bool decoders_valid_ = false;
   uint32_t config_address_ = 0;
   BarChanged bar_changed_;
 };

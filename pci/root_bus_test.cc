@@ -356,6 +356,15 @@ TEST_F(RootBusTest, DecodingGatedByCommandRegister) {
   EXPECT_EQ(MmioRead(m32, 1), 0xa5u);
   Out(io, 0x77, 1);  // dropped while I/O is off
   EXPECT_EQ(dev.io.bytes[0], 0x5a);
+  // The owner changing the command register or a BAR is seen too.
+  dev.config_space().Set16(kRegCommand, kCommandIo);
+  EXPECT_EQ(In(io, 1), 0x5au);
+  MmioRead(m32, 1, &claimed);
+  EXPECT_FALSE(claimed);
+  ASSERT_OK(dev.config_space().SetBarAddress(0, 0x2000));
+  In(io, 1, &claimed);
+  EXPECT_FALSE(claimed);
+  EXPECT_EQ(In(0x2000, 1), 0x5au);
 }
 
 TEST_F(RootBusTest, GuestReprogrammedBarsMoveAndAreReported) {
