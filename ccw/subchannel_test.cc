@@ -1,5 +1,6 @@
 #include "ccw/subchannel.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -520,6 +521,39 @@ TEST_F(SubchannelTest, SelectorThenResultLikeReadFeat) {
   irb = Run(0x1000);
   EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
   EXPECT_EQ(irb.scsw.count, 3);
+}
+
+TEST_F(SubchannelTest, ConfigSpaceCommandsLikeVirtioCcw) {
+  // READ_CONF / WRITE_CONF: the config space from offset 0, `count` bytes;
+  // a count past the end of a 6-byte config space leaves a residual.
+  std::vector<uint8_t> config = {1, 2, 3, 4, 5, 6};
+  device_.handlers[0x22] = [&](const Command& cmd, CcwData& data) {
+    const size_t n = std::min<size_t>(cmd.count, config.size());
+    (void)data.CopyToGuest(absl::MakeConstSpan(config.data(), n));
+    return CommandResult::Accepted();
+  };
+  device_.handlers[0x21] = [&](const Command& cmd, CcwData& data) {
+    std::vector<uint8_t> buf(std::min<size_t>(cmd.count, config.size()));
+    absl::StatusOr<size_t> n = data.CopyFromGuest(absl::MakeSpan(buf));
+    if (!n.ok()) return CommandResult::Accepted();  // program check wins
+    std::copy(buf.begin(), buf.begin() + *n, config.begin());
+    return CommandResult::Accepted();
+  };
+  PutBytes(0x2000, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9});
+  Put(0x1000, {.cmd = 0x21, .count = 3, .data_address = 0x2000});
+  Irb irb = Run(0x1000);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  EXPECT_THAT(config, ElementsAre(9, 9, 9, 4, 5, 6));
+  Put(0x1000, {.cmd = 0x22, .count = 10, .data_address = 0x3000});
+  irb = Run(0x1000);
+  EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
+  EXPECT_EQ(irb.scsw.count, 4);
+  EXPECT_THAT(GetBytes(0x3000, 6), ElementsAre(9, 9, 9, 4, 5, 6));
+  Put(0x1000,
+      {.cmd = 0x22, .flags = kCcwFlagSli, .count = 10, .data_address = 0x3000});
+  irb = Run(0x1000);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  EXPECT_EQ(irb.scsw.count, 4);
 }
 
 TEST_F(SubchannelTest, ZeroCounts) {
