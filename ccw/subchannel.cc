@@ -531,10 +531,11 @@ Irb ProgramRun::Run() {
     const bool length_differs =
         data.overrun() || residual != 0 || last.ccw.chain_data();
     bool incorrect_length = length_differs && last.ccw.check_length();
-    // Incorrect-length-suppression mode: with format-0 CCWs and the ORB's L
-    // bit, incorrect length is not indicated for immediate operations.
-    if (!moved_data && format_ == CcwFormat::kFormat0 &&
-        orb_.incorrect_length_suppression()) {
+    // Immediate operations: format-0 CCWs never indicate incorrect length
+    // for them (the System/370 rule); format-1 CCWs do unless the ORB's L bit
+    // (incorrect-length-suppression mode) is one.
+    if (!moved_data && (format_ == CcwFormat::kFormat0 ||
+                        orb_.incorrect_length_suppression())) {
       incorrect_length = false;
     }
     if (incorrect_length) {

@@ -71,8 +71,10 @@
 //   chaining still indicated; or it wanted more than the count) and
 //   check_len, the subchannel status has incorrect length and command
 //   chaining stops. For an immediate operation (the device moved nothing,
-//   e.g. NOOP) with a nonzero count, format-0 CCWs and the ORB's L bit
-//   (incorrect-length-suppression mode), the indication is suppressed.
+//   e.g. NOOP) with a nonzero count, the indication is suppressed for
+//   format-0 CCWs, and for format-1 CCWs when the ORB's L bit
+//   (incorrect-length-suppression mode) is one; format-1 without L follows
+//   SLI. (This is the behaviour Hercules' CCW-ILS test checks.)
 // - Loops: at most Options::max_ccws CCWs are fetched per program (TICs and
 //   data-chained CCWs included; default 1024) and at most
 //   Options::max_ccws_without_data commands without data transfer (default

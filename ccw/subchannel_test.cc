@@ -586,19 +586,27 @@ TEST_F(SubchannelTest, ZeroCounts) {
 }
 
 TEST_F(SubchannelTest, ImmediateOperationsAndSuppressionMode) {
+  // A NOOP with a nonzero count and no SLI: incorrect length only for
+  // format-1 CCWs without the ORB's L bit.
   Put(0x1000, {.cmd = kCmdNoop, .count = 4}, CcwFormat::kFormat1);
   Irb irb = Run(0x1000);
   EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
+  EXPECT_EQ(irb.scsw.device_status, kCeDe);
   EXPECT_EQ(irb.scsw.count, 4);
-  // The L bit does nothing for format 1.
   irb = Run(0x1000, CcwFormat::kFormat1, kOrbIncorrectLengthSuppression);
-  EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
-  Put(0x1000, {.cmd = kCmdNoop, .count = 4}, CcwFormat::kFormat0);
-  irb = Run(0x1000, CcwFormat::kFormat0);
-  EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
-  irb = Run(0x1000, CcwFormat::kFormat0, kOrbIncorrectLengthSuppression);
   EXPECT_EQ(irb.scsw.subchannel_status, 0);
   EXPECT_EQ(irb.scsw.count, 4);
+  Put(0x1000, {.cmd = kCmdNoop, .count = 4}, CcwFormat::kFormat0);
+  irb = Run(0x1000, CcwFormat::kFormat0);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  EXPECT_EQ(irb.scsw.count, 4);
+  irb = Run(0x1000, CcwFormat::kFormat0, kOrbIncorrectLengthSuppression);
+  EXPECT_EQ(irb.scsw.subchannel_status, 0);
+  // Not immediate: the device wanted data. The L bit does not apply.
+  device_.handlers[kCmdControl] = Fetch(8, nullptr);
+  Put(0x1000, {.cmd = kCmdControl, .count = 4, .data_address = 0x2000});
+  irb = Run(0x1000, CcwFormat::kFormat1, kOrbIncorrectLengthSuppression);
+  EXPECT_EQ(irb.scsw.subchannel_status, kSchStatIncorrectLength);
 }
 
 TEST_F(SubchannelTest, CcwAddressChecks) {
