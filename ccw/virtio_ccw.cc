@@ -253,10 +253,17 @@ size_t ConfigTransferSize(const Command& cmd, size_t config_size) {
 }
 }  // namespace
 
+virtio::Endian VirtioCcwDevice::ConfigEndian() const {
+  // Revisions 1 and 2 are spoken by virtio 1 drivers only: little-endian
+  // configuration even before the features are written (Linux's validate
+  // callbacks, e.g. virtio-net's MTU check, read it then).
+  return revision_ >= 1 ? virtio::Endian::kLittle : state_.legacy_endian();
+}
+
 CommandResult VirtioCcwDevice::ReadConf(const Command& cmd, CcwData& data) {
   // The configuration from offset 0; the driver picks its field out of it.
   std::vector<uint8_t> config(ConfigTransferSize(cmd, state_.config_size()));
-  state_.ReadConfig(0, absl::MakeSpan(config), state_.legacy_endian());
+  state_.ReadConfig(0, absl::MakeSpan(config), ConfigEndian());
   (void)data.CopyToGuest(config);
   return CommandResult::Accepted();
 }
@@ -266,7 +273,7 @@ CommandResult VirtioCcwDevice::WriteConf(const Command& cmd, CcwData& data) {
   absl::StatusOr<size_t> n = data.CopyFromGuest(absl::MakeSpan(config));
   if (!n.ok() || !data.status().ok()) return CommandResult::Accepted();
   state_.WriteConfig(0, absl::MakeConstSpan(config).subspan(0, *n),
-                     state_.legacy_endian());
+                     ConfigEndian());
   return CommandResult::Accepted();
 }
 

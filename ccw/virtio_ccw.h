@@ -180,6 +180,8 @@ class VirtioCcwDevice final : public CcwCommandHandler,
   // what to answer then.
   bool ReadBlock(const Command& cmd, CcwData& data, absl::Span<uint8_t> out,
                  CommandResult* result);
+  // The byte order of READ_CONF/WRITE_CONF data.
+  virtio::Endian ConfigEndian() const;
   // Sets a bit with an atomic OR in guest memory; returns the old byte.
   uint8_t OrGuestByte(uint64_t addr, uint8_t bits);
 
