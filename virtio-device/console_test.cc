@@ -33,6 +33,7 @@ struct Mode {
   bool legacy;
   Endian guest_endian;
 };
+void PrintTo(const Mode& mode, std::ostream* os) { *os << mode.name; }
 
 std::vector<uint8_t> Bytes(const std::string& s) {
   return std::vector<uint8_t>(s.begin(), s.end());

@@ -488,19 +488,27 @@ bool NetDevice::DeliverPending(SplitQueue& q) {
     pending_ = 0;
     return true;
   }
+  // Chains kept from a dropped frame may be more than this one needs: use
+  // only as many as it fills, "all buffers but the last ... completely"
+  // (§5.1.6.4.1), and keep the rest.
+  size_t used = 0;
+  for (uint64_t room = 0; room < pending_; ++used) {
+    room += rx_chains_[used].writable_bytes();
+  }
   uint8_t* hdr = rx_buffer_.data();
   if (hdr_size_ == kNetHdrSize) {
     // §5.1.6.4.1: "If VIRTIO_NET_F_MRG_RXBUF has been negotiated, the device
     // MUST set num_buffers to indicate the number of buffers the packet
     // (including the header) is spread over" (and 1 without it).
-    const uint16_t num = static_cast<uint16_t>(rx_chains_.size());
+    const uint16_t num = static_cast<uint16_t>(used);
     hdr[offsetof(VirtioNetHdr, num_buffers)] = static_cast<uint8_t>(num);
     hdr[offsetof(VirtioNetHdr, num_buffers) + 1] =
         static_cast<uint8_t>(num >> 8);
   }
   if (swap_) SwapHeader(hdr);
   size_t at = 0;
-  for (Request& req : rx_chains_) {
+  for (size_t i = 0; i < used; ++i) {
+    Request& req = rx_chains_[i];
     const size_t take =
         std::min<uint64_t>(req.writer().remaining(), pending_ - at);
     if (absl::Status s = req.writer().Write(
@@ -510,13 +518,14 @@ bool NetDevice::DeliverPending(SplitQueue& q) {
       return false;
     }
     q.PushUsed(req.head(), static_cast<uint32_t>(take));
+    rx_room_ -= req.writable_bytes();
     at += take;
   }
+  rx_chains_.erase(rx_chains_.begin(),
+                   rx_chains_.begin() + static_cast<ptrdiff_t>(used));
   ++stats_.rx_frames;
   stats_.rx_bytes += pending_ - hdr_size_;
-  stats_.rx_buffers += rx_chains_.size();
-  rx_chains_.clear();
-  rx_room_ = 0;
+  stats_.rx_buffers += used;
   pending_ = 0;
   return true;
 }

@@ -42,6 +42,7 @@ struct Mode {
   bool legacy;
   Endian guest_endian;
 };
+void PrintTo(const Mode& mode, std::ostream* os) { *os << mode.name; }
 
 std::vector<uint8_t> Frame(size_t n, uint8_t seed) {
   std::vector<uint8_t> f(n);
@@ -471,6 +472,43 @@ TEST_P(NetTest, MergeableFrameWaitsForEnoughBuffers) {
   drv().Kick(0);
   EXPECT_EQ(drv().queue(0).PendingUsed(), 3);
   EXPECT_EQ(net_->stats().rx_frames, 1u);
+}
+
+TEST_P(NetTest, MergeableDropKeepsBuffersForTheNextFrame) {
+  // Queues of 4: four 100-byte buffers cannot hold a 1000-byte frame.
+  auto pair = LoopbackNetBackend::CreatePair();
+  ASSERT_OK(pair.status());
+  std::unique_ptr<LoopbackNetBackend> peer = std::move(pair->second);
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<NetDevice> net,
+      NetDevice::Create(std::move(pair->first), {.queue_size = 4}));
+  Guest g(*net, GetParam());
+  ASSERT_OK(g.driver->Start(Features::Of({kNetFMrgRxbuf})));
+  g.PostRx({100, 100, 100, 100});
+  g.driver->Kick(0);
+  for (size_t n : {1000, 150}) {
+    std::vector<uint8_t> packet(kNetHdrSize + n, 0);
+    const iovec iov[] = {{packet.data(), packet.size()}};
+    ASSERT_OK(peer->Send(iov));
+  }
+  net->ProcessBackend();
+  EXPECT_EQ(net->stats().rx_dropped, 1u);
+  // The 162-byte packet fills two buffers, and only two.
+  std::optional<VirtqUsedElem> u1 = g.driver->queue(0).PopUsed();
+  std::optional<VirtqUsedElem> u2 = g.driver->queue(0).PopUsed();
+  ASSERT_TRUE(u1.has_value() && u2.has_value());
+  EXPECT_EQ(u1->len, 100u);
+  EXPECT_EQ(u2->len, 62u);
+  EXPECT_FALSE(g.driver->queue(0).PopUsed().has_value());
+  EXPECT_EQ(net->stats().rx_buffers, 2u);
+  // The other two wait for the next frame.
+  std::vector<uint8_t> packet(kNetHdrSize + 20, 0);
+  const iovec iov[] = {{packet.data(), packet.size()}};
+  ASSERT_OK(peer->Send(iov));
+  net->ProcessBackend();
+  std::optional<VirtqUsedElem> u3 = g.driver->queue(0).PopUsed();
+  ASSERT_TRUE(u3.has_value());
+  EXPECT_EQ(u3->len, 32u);
 }
 
 TEST_P(NetTest, FrameTooLargeForOneChainIsDroppedWithoutMergeable) {
