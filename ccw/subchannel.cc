@@ -503,6 +503,7 @@ Irb ProgramRun::Run() {
     }
     switch (result.kind()) {
       case CommandResult::Kind::kProgramCheck:
+        scsw.device_status = 0;
         scsw.subchannel_status |= kSchStatProgramCheck;
         return Finish(scsw);
       case CommandResult::Kind::kUnitCheck:

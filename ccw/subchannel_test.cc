@@ -770,9 +770,13 @@ TEST_F(SubchannelTest, OtherDeviceResults) {
   Put(0x1000, {.cmd = kCmdRead, .count = 1, .data_address = 0x2000});
   irb = Run(0x1000);
   EXPECT_EQ(irb.scsw.device_status, kCeDe | kDevStatUnitException);
-  Put(0x1000, {.cmd = kCmdControl, .count = 1, .data_address = 0x2000});
+  // After a command that chained successfully, too.
+  Put(0x1000, {.cmd = kCmdNoop, .flags = kCcwFlagCc | kCcwFlagSli, .count = 1});
+  Put(0x1008, {.cmd = kCmdControl, .count = 1, .data_address = 0x2000});
   irb = Run(0x1000);
   EXPECT_EQ(irb.scsw.subchannel_status, kSchStatProgramCheck);
+  EXPECT_EQ(irb.scsw.device_status, 0);
+  EXPECT_EQ(irb.scsw.ccw_address, 0x1010u);
 }
 
 TEST_F(SubchannelTest, SenseId) {
