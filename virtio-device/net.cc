@@ -442,6 +442,10 @@ void NetDevice::ProcessRx() {
         ++stats_.rx_dropped;  // a runt from the backend
         continue;
       }
+      if (!SanitizeRxHeader(rx_buffer_.data())) {
+        ++stats_.rx_dropped;  // an offload the driver cannot take
+        continue;
+      }
       pending_ = *n;
     }
     if (!DeliverPending(*q)) {
@@ -454,6 +458,28 @@ void NetDevice::ProcessRx() {
   if (stats_.rx_buffers != used_before) {
     q->PublishUsed();
     context_->NotifyUsed(kRxQueue);
+  }
+}
+
+bool NetDevice::SanitizeRxHeader(uint8_t* hdr) const {
+  // §5.1.6.4.1: "If VIRTIO_NET_F_GUEST_CSUM is not negotiated, the device
+  // MUST set flags to zero", and it "MUST NOT set gso_type to
+  // VIRTIO_NET_HDR_GSO_TCPV4" without GUEST_TSO4 (likewise TCPV6, UDP).
+  // A backend that segments for us (a TAP told by TUNSETOFFLOAD) never
+  // sends such frames; the loopback backend may.
+  if (!accepted_.Has(kNetFGuestCsum)) hdr[offsetof(VirtioNetHdr, flags)] = 0;
+  const uint8_t gso = hdr[offsetof(VirtioNetHdr, gso_type)];
+  if (gso == kNetHdrGsoNone) return true;
+  if ((gso & kNetHdrGsoEcn) && !accepted_.Has(kNetFGuestEcn)) return false;
+  switch (gso & ~kNetHdrGsoEcn) {
+    case kNetHdrGsoTcpv4:
+      return accepted_.Has(kNetFGuestTso4);
+    case kNetHdrGsoTcpv6:
+      return accepted_.Has(kNetFGuestTso6);
+    case kNetHdrGsoUdp:
+      return accepted_.Has(kNetFGuestUfo);
+    default:
+      return false;
   }
 }
 

@@ -22,10 +22,12 @@
 //
 // Receive: frames move from the backend into posted receive buffers. With
 // MRG_RXBUF a frame may span several chains and num_buffers says how many;
-// without it one chain holds one whole frame, and a frame larger than the
-// chain at the head of the queue is dropped (the chain stays for the next
-// frame). A frame that finds no buffers waits: either in the backend or, if
-// already read, in the device, and the device asks the driver for a kick
+// without it one chain holds one whole frame. A frame larger than the chain
+// at the head of the queue (or, with MRG_RXBUF, than a queue's worth of
+// chains) is dropped, and the chains stay for the next frame. Checksum and
+// GSO fields the driver did not negotiate are cleared or the frame dropped
+// (§5.1.6.4.1). A frame that finds no buffers waits: either in the backend or,
+// if already read, in the device, and the device asks the driver for a kick
 // (EnableNotification) so that posting buffers resumes delivery.
 //
 // Transmit: header and frame may be split across descriptors in any way
@@ -197,7 +199,9 @@ struct NetStats {
   uint64_t tx_dropped = 0;  // oversize, or refused by the backend
   uint64_t rx_frames = 0;
   uint64_t rx_bytes = 0;
-  uint64_t rx_dropped = 0;  // no room in a single chain (no MRG_RXBUF), reset
+  // Frames that did not fit the buffers they may use, carried an offload
+  // the driver did not negotiate, or were held at a reset.
+  uint64_t rx_dropped = 0;
   uint64_t rx_buffers = 0;  // chains used for receiving
 };
 
@@ -259,6 +263,9 @@ class NetDevice final : public VirtioDevice {
   // delivered (or dropped), false if it must wait for buffers (or the device
   // stopped).
   bool DeliverPending(SplitQueue& q);
+  // Clears what the driver did not negotiate from a received header (in
+  // little-endian): false if the frame cannot be given to it at all.
+  bool SanitizeRxHeader(uint8_t* hdr) const;
   // Header fields between little-endian and the driver's order.
   void SwapHeader(uint8_t* hdr) const;
   // A driver error or backend failure: DEVICE_NEEDS_RESET, and no more

@@ -428,7 +428,8 @@ TEST_P(NetTest, ReceiveOneChainPerFrame) {
 }
 
 TEST_P(NetTest, MergeableBuffersSpanFrames) {
-  ASSERT_OK(drv().Start(Features::Of({kNetFMrgRxbuf})));
+  ASSERT_OK(drv().Start(
+      Features::Of({kNetFMrgRxbuf, kNetFGuestCsum, kNetFGuestTso4})));
   ASSERT_EQ(net_->header_size(), kNetHdrSize);
   const std::vector<uint64_t> bufs = guest_->PostRx({1024, 1024, 1024, 1024});
   drv().Kick(0);
@@ -456,6 +457,34 @@ TEST_P(NetTest, MergeableBuffersSpanFrames) {
   EXPECT_EQ(used->len, 112u);
   EXPECT_EQ(DecodeHdr(drv().Get(bufs[3], 12), 12, endian()).num_buffers, 1);
   EXPECT_EQ(net_->stats().rx_buffers, 4u);
+}
+
+TEST_P(NetTest, ReceiveHidesOffloadsTheDriverDidNotTake) {
+  ASSERT_OK(drv().Start(Features::Of({kNetFGuestCsum})));
+  const size_t hs = net_->header_size();
+  const std::vector<uint64_t> bufs = guest_->PostRx({2048, 2048});
+  drv().Kick(0);
+  PeerSend(SampleHdr(), Frame(1000, 1));  // TSOv4: not negotiated, dropped
+  VirtioNetHdr csum_only{};
+  csum_only.flags = kNetHdrFNeedsCsum;
+  csum_only.csum_start = 34;
+  csum_only.csum_offset = 16;
+  PeerSend(csum_only, Frame(100, 2));
+  net_->ProcessBackend();
+  EXPECT_EQ(net_->stats().rx_dropped, 1u);
+  std::optional<VirtqUsedElem> used = drv().queue(0).PopUsed();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->len, hs + 100);
+  EXPECT_EQ(DecodeHdr(drv().Get(bufs[0], hs), hs, endian()).flags,
+            kNetHdrFNeedsCsum);
+  // Without GUEST_CSUM the flags are cleared.
+  ASSERT_OK(drv().Start(Features()));
+  const std::vector<uint64_t> more = guest_->PostRx({2048});
+  drv().Kick(0);
+  PeerSend(csum_only, Frame(100, 3));
+  net_->ProcessBackend();
+  ASSERT_TRUE(drv().queue(0).PopUsed().has_value());
+  EXPECT_EQ(drv().Get(more[0], 1)[0], 0);
 }
 
 TEST_P(NetTest, MergeableFrameWaitsForEnoughBuffers) {
