@@ -319,8 +319,10 @@ TEST_P(NetTest, TransmitHeaderAndFrameSplitAnyWay) {
         Concat(EncodeHdr(SampleHdr(), hs, endian()), frame);
     // Header alone; header split in three; header and frame in one; the
     // header's tail sharing a descriptor with the frame's start.
-    const std::vector<std::vector<size_t>> layouts = {
-        {hs}, {1, 5, hs + 100}, {}, {7, 600, 601}};
+    // And 100 small pieces, more than one writev should carry.
+    std::vector<std::vector<size_t>> layouts = {
+        {hs}, {1, 5, hs + 100}, {}, {7, 600, 601}, {}};
+    for (size_t cut = 3; cut < 1000; cut += 10) layouts.back().push_back(cut);
     for (const std::vector<size_t>& cuts : layouts) {
       guest_->PostTx(packet, cuts);
       drv().Kick(1);
@@ -333,10 +335,10 @@ TEST_P(NetTest, TransmitHeaderAndFrameSplitAnyWay) {
       EXPECT_TRUE(
           std::equal(frame.begin(), frame.end(), got.begin() + kNetHdrSize));
     }
-    EXPECT_EQ(drv().queue_interrupts(1), 4);
+    EXPECT_EQ(drv().queue_interrupts(1), 5);
   }
-  EXPECT_EQ(net_->stats().tx_frames, 8u);
-  EXPECT_EQ(net_->stats().tx_bytes, 8u * 1514);
+  EXPECT_EQ(net_->stats().tx_frames, 10u);
+  EXPECT_EQ(net_->stats().tx_bytes, 10u * 1514);
 }
 
 TEST_P(NetTest, TransmitWithNotificationsSuppressed) {
