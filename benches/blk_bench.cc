@@ -19,8 +19,9 @@
 //   dev_req_per_s      requests per second of device time (step 2 only)
 //   dev_cpu_ns_per_req thread CPU time (user + system) in step 2 per request
 //   dev_wall_ns_per_req wall time in step 2 per request
-// BM_Preadv4K is the floor: the same reads as bare preadv(2) calls into the
-// same buffers, with no ring and no device.
+// BM_Preadv4K / BM_Pwritev4K are the floor: the same I/O as bare preadv(2) /
+// pwritev(2) calls, with no ring and no device; BM_EmptyKick is the fixed
+// cost of one kick with nothing posted, measurement included.
 //
 //   bazel run -c opt //benches:blk_bench
 //   bazel run -c opt //benches:blk_bench -- --benchmark_filter=Read
@@ -203,12 +204,13 @@ void BM_Blk4K(benchmark::State& state, uint32_t type) {
 void BM_Blk4KRead(benchmark::State& state) { BM_Blk4K(state, kBlkTIn); }
 void BM_Blk4KWrite(benchmark::State& state) { BM_Blk4K(state, kBlkTOut); }
 
-// The floor: the same random 4 KiB reads as bare preadv(2) calls.
-void BM_Preadv4K(benchmark::State& state) {
+// The floor: the same random 4 KiB reads (writes) as bare preadv(2)
+// (pwritev(2)) calls, with no ring and no device.
+void BM_Bare4K(benchmark::State& state, bool write) {
   const int batch = static_cast<int>(state.range(0));
   BenchImage image;
   image.Unlink();
-  std::vector<uint8_t> buffers(size_t{kIoBytes} * batch);
+  std::vector<uint8_t> buffers(size_t{kIoBytes} * batch, 0x5a);
   uint64_t rng = 0x9e3779b97f4a7c15ull;
   int64_t cpu_ns = 0;
   uint64_t requests = 0;
@@ -216,9 +218,12 @@ void BM_Preadv4K(benchmark::State& state) {
     const int64_t cpu0 = ThreadCpuNs();
     for (int i = 0; i < batch; ++i) {
       iovec v{buffers.data() + size_t{kIoBytes} * i, kIoBytes};
-      const uint64_t offset = (XorShift(rng) % kIoBlocks) * kIoBytes;
-      if (preadv(image.fd(), &v, 1, static_cast<off_t>(offset)) != kIoBytes) {
-        state.SkipWithError("preadv");
+      const off_t offset =
+          static_cast<off_t>((XorShift(rng) % kIoBlocks) * kIoBytes);
+      const ssize_t n = write ? pwritev(image.fd(), &v, 1, offset)
+                              : preadv(image.fd(), &v, 1, offset);
+      if (n != kIoBytes) {
+        state.SkipWithError(write ? "pwritev" : "preadv");
         return;
       }
     }
@@ -232,10 +237,44 @@ void BM_Preadv4K(benchmark::State& state) {
       n > 0 ? static_cast<double>(cpu_ns) / n : 0;
   state.SetBytesProcessed(static_cast<int64_t>(requests) * kIoBytes);
 }
+void BM_Preadv4K(benchmark::State& state) { BM_Bare4K(state, false); }
+void BM_Pwritev4K(benchmark::State& state) { BM_Bare4K(state, true); }
+
+// What a kick costs with nothing posted (Notify, ProcessQueue, an empty Pop)
+// plus the two clock reads around it: the fixed part of each batch.
+void BM_EmptyKick(benchmark::State& state) {
+  BenchImage image;
+  auto blk_or = BlockDevice::Create({.path = image.path()});
+  if (!blk_or.ok()) Die(blk_or.status(), "BlockDevice::Create");
+  std::unique_ptr<BlockDevice> blk = *std::move(blk_or);
+  image.Unlink();
+  auto mem_or = GuestMemoryMmap::Create({{.guest_base = 0, .size = 16 << 20}});
+  if (!mem_or.ok()) Die(mem_or.status(), "GuestMemoryMmap::Create");
+  std::unique_ptr<GuestMemoryMmap> memory = *std::move(mem_or);
+  DeviceState dev(*blk, *memory);
+  TestDriver drv(dev, *memory);
+  if (absl::Status s = drv.Start(Features::Of({kFEventIdx})); !s.ok()) {
+    Die(s, "TestDriver::Start");
+  }
+  int64_t cpu_ns = 0;
+  int64_t kicks = 0;
+  for (auto _ : state) {
+    const int64_t cpu0 = ThreadCpuNs();
+    const Clock::time_point t0 = Clock::now();
+    drv.Kick(0);
+    benchmark::DoNotOptimize(Clock::now() - t0);
+    cpu_ns += ThreadCpuNs() - cpu0;
+    ++kicks;
+  }
+  state.counters["cpu_ns_per_kick"] =
+      kicks > 0 ? static_cast<double>(cpu_ns) / static_cast<double>(kicks) : 0;
+}
 
 BENCHMARK(BM_Blk4KRead)->Arg(32)->Arg(1)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_Blk4KWrite)->Arg(32)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_Preadv4K)->Arg(32)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_Pwritev4K)->Arg(32)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_EmptyKick)->UseRealTime()->MinTime(1.0);
 
 }  // namespace
 }  // namespace vmmkit::virtio
