@@ -653,6 +653,11 @@ void VirtioPciFunction::QueueInterrupt(uint16_t index) {
 
 void VirtioPciFunction::ConfigInterrupt() {
   if (msix_enabled()) {
+    // §4.1.4.5.1: "The device MUST set the Device Configuration Interrupt bit
+    // in ISR status before sending a device configuration change
+    // notification to the driver" (with or without MSI-X; only the queue
+    // bit is tied to MSI-X being disabled). No INTx while MSI-X is on.
+    isr_ |= 2;
     const uint16_t v = state_.config_vector();
     if (v != kNoVector) (void)msix()->Raise(v);
     return;

@@ -545,6 +545,12 @@ TEST_F(VirtioPciTest, MsixDeliversQueueAndConfigVectors) {
   dev_.ChangeConfig();
   ASSERT_EQ(sinks_.msis.size(), 2u);
   EXPECT_EQ(sinks_.msis[1].second, 0x100u);
+  // The config bit is set with MSI-X too (§4.1.4.5.1), without INTx.
+  EXPECT_EQ(fn_->isr(), 2);
+  EXPECT_FALSE(sinks_.intx);
+  EXPECT_FALSE(fn_->intx_level());
+  EXPECT_EQ(R(kModernBar, kModernIsrOffset, 1), 2u);
+  EXPECT_EQ(fn_->isr(), 0);
   EXPECT_EQ(C(kCommonCfgGeneration, 1), 1u);
   // NO_VECTOR: no interrupt at all while MSI-X is on.
   CW(kCommonMsixConfig, 0xffff, 2);
