@@ -23,6 +23,8 @@ void ConfigSpace::Set(uint32_t offset, uint64_t v, uint32_t width) {
 }
 
 void ConfigSpace::SetBytes(uint32_t offset, absl::Span<const uint8_t> bytes) {
+  // Empty spans may carry a null pointer, which memcmp/memcpy must not see.
+  if (bytes.empty()) return;
   if (offset > bytes_.size() || bytes.size() > bytes_.size() - offset) return;
   if (std::memcmp(&bytes_[offset], bytes.data(), bytes.size()) != 0) {
     std::memcpy(&bytes_[offset], bytes.data(), bytes.size());
@@ -49,7 +51,7 @@ std::vector<uint8_t> ConfigSpace::BigEndianImage() const {
 void ConfigSpace::Read(uint32_t offset, absl::Span<uint8_t> out,
                        virtqueue::Endian endian) const {
   std::fill(out.begin(), out.end(), 0);
-  if (offset >= bytes_.size()) return;
+  if (offset >= bytes_.size() || out.empty()) return;
   const size_t n = std::min<size_t>(out.size(), bytes_.size() - offset);
   if (endian == virtqueue::Endian::kLittle) {
     std::memcpy(out.data(), &bytes_[offset], n);
@@ -63,6 +65,7 @@ void ConfigSpace::DecodeWrite(uint32_t offset, absl::Span<const uint8_t> data,
                               virtqueue::Endian endian,
                               absl::Span<uint8_t> out) const {
   const size_t n = std::min(data.size(), out.size());
+  if (n == 0) return;  // an empty span's data() may be null
   std::memcpy(out.data(), data.data(), n);
   if (endian == virtqueue::Endian::kLittle) return;
   // Lay the write over the big-endian image, then turn the touched fields

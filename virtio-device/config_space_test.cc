@@ -252,5 +252,19 @@ TEST_F(ConfigSpaceTest, DecodeWriteBeyondTheEnd) {
   EXPECT_THAT(out, ElementsAre(1, 2));
 }
 
+TEST_F(ConfigSpaceTest, EmptyAccessesDoNothing) {
+  // Empty spans (a zero-count CCW READ_CONF, say) may have a null data().
+  const uint32_t gen = config_.generation();
+  config_.Read(0, absl::Span<uint8_t>(), Endian::kLittle);
+  config_.Read(4, absl::Span<uint8_t>(), Endian::kBig);
+  config_.SetBytes(0, absl::Span<const uint8_t>());
+  config_.DecodeWrite(0, absl::Span<const uint8_t>(), Endian::kBig,
+                      absl::Span<uint8_t>());
+  config_.DecodeWrite(0, absl::Span<const uint8_t>(), Endian::kLittle,
+                      absl::Span<uint8_t>());
+  EXPECT_EQ(config_.generation(), gen);
+  EXPECT_EQ(config_.U32(0), 0x11223344u);
+}
+
 }  // namespace
 }  // namespace vmmkit::virtio

@@ -394,12 +394,34 @@ TEST_F(DeviceStateTest, DriverFeaturesFrozenAfterFeaturesOk) {
 }
 
 TEST_F(DeviceStateTest, LegacyDriverFeaturesFrozenAfterDriverOk) {
-  ASSERT_OK(TestDriver(*state_, *memory_, {.legacy = true})
-                .Start(Features::Of({kFEventIdx})));
+  Make({}, {.legacy = true});
+  ASSERT_OK(driver_->Start(Features::Of({kFEventIdx})));
   state_->SetDriverFeatures(0, 1u << kFIndirectDesc);
   state_->SetDriverFeatures(1, 1);  // VERSION_1 now would be too late
   EXPECT_EQ(state_->features(), Features::Of({kFEventIdx}));
   EXPECT_TRUE(state_->legacy());
+}
+
+TEST_F(DeviceStateTest, FeaturesOkAndDriverOkInOneWrite) {
+  state_->SetStatus(kAckDriver);
+  WriteFeatures(Features::Of({kFVersion1}));
+  ConfigureQueue(0, 0x100000);
+  state_->EnableQueue(0);
+  state_->SetStatus(kModernReady | kStatusDriverOk);
+  EXPECT_TRUE(state_->active());
+  EXPECT_EQ(state_->status(), kModernReady | kStatusDriverOk);
+  // The same write with features the device refuses: FEATURES_OK stays
+  // clear, so DRIVER_OK has nothing to stand on.
+  state_->SetStatus(0);
+  state_->SetStatus(kAckDriver);
+  WriteFeatures(Features::Of({kFVersion1, 3}));  // bit 3 not offered
+  ConfigureQueue(0, 0x100000);
+  state_->EnableQueue(0);
+  state_->SetStatus(kModernReady | kStatusDriverOk);
+  EXPECT_EQ(state_->status(), kAckDriver | kStatusDriverOk | kStatusNeedsReset);
+  EXPECT_FALSE(state_->active());
+  EXPECT_EQ(device_.activations, 1);
+  EXPECT_EQ(driver_->config_interrupts(), 1);
 }
 
 TEST_F(DeviceStateTest, FeaturesOkRefusedForAFeatureNotOffered) {
@@ -982,6 +1004,15 @@ TEST_F(DeviceStateTest, ConfigWritesBeyondTheEndAreDropped) {
     EXPECT_EQ(device_.config_writes[1].offset, kConfigSize - 1);
     EXPECT_THAT(device_.config_writes[1].data, ElementsAre(0x77));
   }
+}
+
+TEST_F(DeviceStateTest, EmptyConfigAccesses) {
+  state_->ReadConfig(0, absl::Span<uint8_t>(), Endian::kBig);
+  state_->ReadConfig(kConfigSize, absl::Span<uint8_t>(), Endian::kLittle);
+  state_->WriteConfig(kConfigSize, absl::Span<const uint8_t>(),
+                      Endian::kLittle);
+  EXPECT_THAT(device_.config_writes, IsEmpty());
+  EXPECT_EQ(state_->config_generation(), device_.config.generation());
 }
 
 TEST_F(DeviceStateTest, DeviceWithoutConfigSpace) {
