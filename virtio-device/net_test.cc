@@ -341,6 +341,42 @@ TEST_P(NetTest, TransmitHeaderAndFrameSplitAnyWay) {
   EXPECT_EQ(net_->stats().tx_bytes, 10u * 1514);
 }
 
+TEST_P(NetTest, IndirectChainsAndEmptyDescriptors) {
+  ASSERT_OK(drv().Start(Features::Of({kFIndirectDesc})));
+  const size_t hs = net_->header_size();
+  const std::vector<uint8_t> frame = Frame(300, 4);
+  const std::vector<uint8_t> packet =
+      Concat(EncodeHdr(SampleHdr(), hs, endian()), frame);
+  // Transmit: an indirect table with an empty descriptor between the header
+  // and the frame.
+  const uint64_t data = drv().Alloc(packet.size());
+  drv().Put(data, packet);
+  const uint64_t table = drv().Alloc(64);
+  const Buffer tx[] = {{data, static_cast<uint32_t>(hs), false},
+                       {data, 0, false},
+                       {data + hs, static_cast<uint32_t>(frame.size()), false}};
+  ASSERT_OK(drv().queue(1).AddIndirectChain(table, tx).status());
+  drv().Kick(1);
+  ASSERT_TRUE(drv().queue(1).PopUsed().has_value());
+  const std::vector<uint8_t> sent = PeerReceive();
+  ASSERT_EQ(sent.size(), kNetHdrSize + frame.size());
+  EXPECT_TRUE(std::equal(frame.begin(), frame.end(), sent.begin() + 12));
+  // Receive into an indirect chain, also with an empty descriptor.
+  const uint64_t rx = drv().Alloc(2048);
+  const uint64_t rx_table = drv().Alloc(64);
+  const Buffer rxb[] = {{rx, 0, true}, {rx, 2048, true}};
+  ASSERT_OK(drv().queue(0).AddIndirectChain(rx_table, rxb).status());
+  drv().Kick(0);
+  VirtioNetHdr h{};
+  PeerSend(h, frame);
+  net_->ProcessBackend();
+  std::optional<VirtqUsedElem> used = drv().queue(0).PopUsed();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->len, hs + frame.size());
+  const std::vector<uint8_t> got = drv().Get(rx + hs, frame.size());
+  EXPECT_EQ(got, frame);
+}
+
 TEST_P(NetTest, TransmitWithNotificationsSuppressed) {
   ASSERT_OK(drv().Start(Features::Of({kFEventIdx})));
   const size_t hs = net_->header_size();
