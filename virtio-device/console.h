@@ -2,13 +2,19 @@
 // (no MULTIPORT) over a pair of file descriptors: stdin/stdout, a pty, a Unix
 // socket (the same fd twice), or a file for output with no input.
 //
-//   ASSIGN_OR_RETURN(std::unique_ptr<ConsoleDevice> console,
-//                    ConsoleDevice::Create({.input_fd = 0, .output_fd = 1}));
+//   VMMKIT_ASSIGN_OR_RETURN(
+//       std::unique_ptr<ConsoleDevice> console,
+//       ConsoleDevice::Create({.input_fd = 0, .output_fd = 1}));
 //   DeviceState state(*console, memory);   // then a transport in front
-//   // The VMM polls console->backend_fds() for input (edge-triggered is
-//   // enough) and, while console->output_pending(), console->output_fd()
-//   // for POLLOUT; either way it calls console->ProcessBackend().
+//   // The VMM polls console->backend_fds() for input and, while
+//   // console->output_pending(), console->output_fd() for POLLOUT; either
+//   // way it calls console->ProcessBackend().
 //   console->SetSize(132, 43);              // a terminal resize
+//
+// Polling: register the input fd edge-triggered (EPOLLET). Input that finds
+// no receive buffers stays in the fd, which stays readable; the driver's
+// kick (ProcessQueue(0)) resumes reading, and a level-triggered poller would
+// spin meanwhile.
 //
 // Queues: receiveq 0 (input toward the driver), transmitq 1 (output).
 // Configuration: cols and rows (VIRTIO_CONSOLE_F_SIZE), max_nr_ports (1),

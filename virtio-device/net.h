@@ -1,12 +1,18 @@
 // virtio-device/net.h: virtio-net (virtio 1.2 §5.1), one rx/tx queue pair,
 // over a NetBackend: a TAP (tap.h) or, for tests, LoopbackNetBackend.
 //
-//   auto [a, b] = LoopbackNetBackend::CreatePair();
-//   ASSIGN_OR_RETURN(std::unique_ptr<NetDevice> net,
-//                    NetDevice::Create(std::move(a), {.mac = mac}));
-//   DeviceState state(*net, memory);          // then a transport in front
-//   // the VMM polls net->backend_fds() (edge-triggered is enough) and calls
-//   // net->ProcessBackend() when one becomes readable.
+//   VMMKIT_ASSIGN_OR_RETURN(std::unique_ptr<TapBackend> tap,
+//                           TapBackend::Create("vmtap0"));
+//   VMMKIT_ASSIGN_OR_RETURN(std::unique_ptr<NetDevice> net,
+//                           NetDevice::Create(std::move(tap), {.mac = mac}));
+//   DeviceState state(*net, memory);     // then a transport in front
+//   // The VMM polls net->backend_fds() and calls net->ProcessBackend() when
+//   // one becomes readable; kicks arrive as ProcessQueue().
+//
+// Polling: register backend_fds() edge-triggered (EPOLLET). While the driver
+// has no receive buffers posted, frames wait in the backend and its fd stays
+// readable; the device then relies on the driver's kick (ProcessQueue(0))
+// to resume, and a level-triggered poller would spin.
 //
 // Queues: receiveq 0, transmitq 1 (no control queue, no multiqueue).
 // Configuration: mac, status (LINK_UP), max_virtqueue_pairs (1), mtu.

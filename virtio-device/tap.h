@@ -1,9 +1,10 @@
 // virtio-device/tap.h: a NetBackend over a Linux TAP interface
 // (/dev/net/tun with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR).
 //
-//   ASSIGN_OR_RETURN(std::unique_ptr<TapBackend> tap,
-//   TapBackend::Create("vmtap0")); ASSIGN_OR_RETURN(auto net,
-//   NetDevice::Create(std::move(tap), {}));
+//   VMMKIT_ASSIGN_OR_RETURN(std::unique_ptr<TapBackend> tap,
+//                           TapBackend::Create("vmtap0"));
+//   VMMKIT_ASSIGN_OR_RETURN(std::unique_ptr<NetDevice> net,
+//                           NetDevice::Create(std::move(tap), {}));
 //
 // The TAP carries a virtio-net header in front of every frame. Configure()
 // (called when a driver starts the device) sets its size with
