@@ -62,7 +62,9 @@ DeviceState::~DeviceState() {
 }
 
 void DeviceState::Reset() {
-  if (active_) device_.Reset();
+  // Always: a device may have taken state from AcceptFeatures before
+  // DRIVER_OK, and a reset must forget it too.
+  device_.Reset();
   active_ = false;
   status_ = 0;
   driver_features_ = Features();

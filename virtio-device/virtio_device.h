@@ -220,7 +220,8 @@ class VirtioDevice {
   // until Reset(). An error marks the device DEVICE_NEEDS_RESET.
   virtual absl::Status Activate(DeviceContext& context) = 0;
   // Stop and forget the driver's state (status 0 written, or a transport
-  // reset). After it the device must not touch guest memory.
+  // reset), whether or not the device was activated. After it the device
+  // must not touch guest memory.
   virtual void Reset() = 0;
   // The driver notified queue `index` (index < queue count; the device is
   // active).
