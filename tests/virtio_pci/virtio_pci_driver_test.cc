@@ -1,6 +1,8 @@
 // The Linux-like driver simulator against the real virtio-pci transport on a
 // root bus, in every mode (modern, transitional driven as modern or as
 // legacy, legacy) with MSI-X on and off.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -16,6 +18,7 @@
 #include "tests/virtio_pci/driver.h"
 #include "tests/virtio_pci/test_platform.h"
 #include "virtio-device/blk.h"
+#include "virtio-device/console.h"
 #include "virtio-device/rng.h"
 #include "virtqueue/guest_memory.h"
 
@@ -346,6 +349,63 @@ TEST_P(DriverTest, BlkReadWrite) {
   ExpectInterruptPath(m, d);
   ASSERT_EQ(d.Reset(), DriverError::kOk);
   std::remove(path.c_str());
+}
+
+// virtio-console over two pipes: output through the transmit queue, input
+// through the receive queue, and a resize as a config interrupt.
+TEST_P(DriverTest, ConsoleInputOutputAndResize) {
+  int in_pipe[2], out_pipe[2];
+  ASSERT_EQ(pipe(in_pipe), 0);
+  ASSERT_EQ(pipe(out_pipe), 0);
+  auto console = virtio::ConsoleDevice::Create(
+      {.input_fd = in_pipe[0], .output_fd = out_pipe[1]});
+  ASSERT_OK(console.status());
+  {
+    Machine m;
+    ASSERT_OK(m.Add(**console, {.mode = GetParam().mode}));
+    VirtioPciDriver d(m.platform());
+    ASSERT_EQ(d.FindDevice(3, 0), DriverError::kOk);
+    DriverOptions o = Options();
+    o.features = 1ull << virtio::kConsoleFSize;
+    ASSERT_EQ(d.Probe(o), DriverError::kOk);
+    EXPECT_EQ(d.ReadConfig(0, 2), 80u);
+    EXPECT_EQ(d.ReadConfig(2, 2), 24u);
+
+    // Output.
+    const uint64_t tx = m.platform().AllocDma(5, 1);
+    m.platform().MemWrite(tx, "hello", 5);
+    const VirtioPciDriver::Buffer t = {tx, 5, false};
+    ASSERT_EQ(d.Post(1, &t, 1, nullptr), DriverError::kOk);
+    d.Kick(1);
+    uint32_t len;
+    ASSERT_EQ(d.WaitUsed(1, nullptr, &len), DriverError::kOk);
+    char got[8] = {};
+    ASSERT_EQ(read(out_pipe[0], got, sizeof(got)), 5);
+    EXPECT_STREQ(got, "hello");
+
+    // Input: a receive buffer, then bytes in the pipe, then the VMM's poll.
+    const uint64_t rx = m.platform().AllocDma(16, 1);
+    const VirtioPciDriver::Buffer r = {rx, 16, true};
+    ASSERT_EQ(d.Post(0, &r, 1, nullptr), DriverError::kOk);
+    d.Kick(0);
+    ASSERT_EQ(write(in_pipe[1], "ls\n", 3), 3);
+    (*console)->ProcessBackend();
+    ASSERT_EQ(d.WaitUsed(0, nullptr, &len), DriverError::kOk);
+    EXPECT_EQ(len, 3u);
+    char in[4] = {};
+    m.platform().MemRead(rx, in, 3);
+    EXPECT_STREQ(in, "ls\n");
+
+    // Resize: a config interrupt and the new size.
+    (*console)->SetSize(132, 43);
+    d.ServiceInterrupts();
+    EXPECT_EQ(d.config_interrupts(), 1u);
+    EXPECT_EQ(d.ReadConfig(0, 2), 132u);
+    EXPECT_EQ(d.ReadConfig(2, 2), 43u);
+    ExpectInterruptPath(m, d);
+  }
+  console->reset();
+  for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]}) close(fd);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, DriverTest, ::testing::ValuesIn(AllCases()),
