@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <deque>
+#include <map>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -523,6 +526,80 @@ TEST_P(NetTest, ReceiveHidesOffloadsTheDriverDidNotTake) {
   net_->ProcessBackend();
   ASSERT_TRUE(drv().queue(0).PopUsed().has_value());
   EXPECT_EQ(drv().Get(more[0], 1)[0], 0);
+}
+
+// Random frame sizes against random buffer sizes, buffers posted before or
+// after the frames arrive: every frame arrives whole and in order, and
+// num_buffers always says how many buffers it took.
+TEST_P(NetTest, MergeableRandomized) {
+  ASSERT_OK(drv().Start(Features::Of({kNetFMrgRxbuf, kFEventIdx})));
+  std::mt19937 rng(1234);
+  std::deque<std::vector<uint8_t>> expected;
+  std::map<uint16_t, std::pair<uint64_t, uint32_t>> posted;  // by head
+  std::vector<uint8_t> assembling;
+  int buffers_left = 0;  // of the frame being assembled
+  size_t frames_done = 0;
+  auto post = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      const uint32_t len = 64 + rng() % 4033;
+      const uint64_t a = drv().Alloc(len);
+      absl::StatusOr<uint16_t> head = drv().queue(0).AddChain({{a, len, true}});
+      ASSERT_OK(head.status());
+      posted[*head] = {a, len};
+    }
+    drv().Kick(0);
+  };
+  auto reap = [&] {
+    while (std::optional<VirtqUsedElem> used = drv().queue(0).PopUsed()) {
+      auto it = posted.find(static_cast<uint16_t>(used->id));
+      ASSERT_NE(it, posted.end());
+      ASSERT_LE(used->len, it->second.second);
+      const uint32_t capacity = it->second.second;
+      std::vector<uint8_t> part = drv().Get(it->second.first, used->len);
+      posted.erase(it);
+      if (buffers_left == 0) {
+        ASSERT_GE(part.size(), kNetHdrSize);
+        buffers_left = DecodeHdr(part, kNetHdrSize, endian()).num_buffers;
+        ASSERT_GE(buffers_left, 1);
+        part.erase(part.begin(), part.begin() + kNetHdrSize);
+        assembling.clear();
+      }
+      assembling.insert(assembling.end(), part.begin(), part.end());
+      if (--buffers_left == 0) {
+        ASSERT_FALSE(expected.empty());
+        EXPECT_EQ(assembling, expected.front());
+        expected.pop_front();
+        ++frames_done;
+      } else {
+        // All buffers but a frame's last are filled completely.
+        EXPECT_EQ(used->len, capacity);
+      }
+    }
+  };
+  // Allocations come from a bump allocator: keep the total bounded.
+  for (int step = 0; step < 300; ++step) {
+    if (rng() % 2 && backend_->queued() < 100) {
+      std::vector<uint8_t> frame =
+          Frame(1 + rng() % 9000, static_cast<uint8_t>(step));
+      PeerSend({}, frame);
+      expected.push_back(std::move(frame));
+    }
+    if (rng() % 3 == 0 && posted.size() < 200) {
+      post(1 + static_cast<int>(rng() % 4));
+    } else {
+      net_->ProcessBackend();
+    }
+    reap();
+  }
+  // Enough buffers for whatever is left.
+  while (!expected.empty() && posted.size() < 200) {
+    post(4);
+    net_->ProcessBackend();
+    reap();
+  }
+  EXPECT_TRUE(expected.empty());
+  EXPECT_GT(frames_done, 50u);
+  EXPECT_EQ(net_->stats().rx_dropped, 0u);
 }
 
 TEST_P(NetTest, MergeableFrameWaitsForEnoughBuffers) {
