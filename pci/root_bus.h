@@ -8,7 +8,12 @@
 // - an ECAM window (PCI Express 3.0 §7.2.2: offset = bus << 20 | device << 15
 //   | function << 12 | register), bus 0 only;
 // - I/O and memory BARs at the addresses the guest (or AssignBars, standing in
-//   for firmware) programmed, honouring the command register's enables.
+//   for firmware) programmed, honouring the command register's enables. A BAR
+//   decodes while its space is enabled, its address is not 0 (unassigned)
+//   and its range does not wrap; an access must lie wholly inside one BAR.
+//   The decoding is cached and rebuilt when a function's
+//   ConfigSpace::decode_generation() moves, so owner-side changes (a device
+//   setting its own command bits) are seen as well as guest writes.
 //
 //   RootBus bus;                              // default windows, see Options
 //   VMMKIT_ASSIGN_OR_RETURN(PciAddress at, bus.AddDevice(&my_function));
@@ -27,12 +32,13 @@
 //
 // The host bridge: vendor 0x1b36 (Red Hat, Inc.), device 0x0008, the id QEMU
 // gives its generic PCIe host bridge; class 0x060000 (host bridge), no BARs.
-// An id with no driver or quirk attached in Linux or Windows, unlike the real
-// Intel chipset ids (0x8086:0x1237, 0x29c0) other VMMs borrow, which make
-// guests poke chipset registers this bus does not model.
+// A generic emulated bridge, chosen over a real Intel chipset id (QEMU's
+// i440fx is 0x8086:0x1237, q35 0x8086:0x29c0) because guest kernels attach
+// chipset quirks to those, for registers this bus does not model.
 //
 // Thread-compatibility: one thread at a time (the VMM serialises accesses,
-// for example with a lock around the bus). Functions are not owned and must
+// for example with a lock around the bus), const methods included: FindBar
+// refreshes the decoding cache. Functions are not owned and must
 // outlive the bus.
 #ifndef VMMKIT_PCI_ROOT_BUS_H_
 #define VMMKIT_PCI_ROOT_BUS_H_
