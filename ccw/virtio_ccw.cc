@@ -290,10 +290,14 @@ CommandResult VirtioCcwDevice::WriteStatus(const Command& cmd, CcwData& data) {
     return CommandResult::Accepted();
   }
   state_.SetStatus(status);
-  // The driver learns that FEATURES_OK was refused from the failed command
-  // (revisions 0 and 1 have no READ_STATUS).
-  if ((status & virtio::kStatusFeaturesOk) &&
-      !(state_.status() & virtio::kStatusFeaturesOk)) {
+  // §4.3.2.3: "If the device fails to set the device status field to the
+  // value written by the driver, the device MUST assure that the device
+  // status field is left unchanged and MUST post a unit check with command
+  // reject." The driver learns so that FEATURES_OK was refused (revisions 0
+  // and 1 have no READ_STATUS), or that a write clearing bits was ignored.
+  // DEVICE_NEEDS_RESET is the device's bit and not compared.
+  const uint8_t mask = static_cast<uint8_t>(~virtio::kStatusNeedsReset);
+  if ((state_.status() & mask) != (status & mask)) {
     return CommandResult::CommandReject();
   }
   return CommandResult::Accepted();

@@ -446,6 +446,18 @@ TEST_F(VirtioCcwTest, RefusedFeaturesOkRejectsWriteStatus) {
   EXPECT_EQ(dev_->state().status(), 0x0b);
 }
 
+TEST_F(VirtioCcwTest, StatusWriteClearingBitsIsRejected) {
+  SetRevision(2);
+  Put(kData2, {0x03});
+  ExpectDone(Cmd(kVirtioCcwWriteStatus, 0, 1, kData2), 0, 0);
+  Put(kData2, {0x01});
+  ExpectReject(Cmd(kVirtioCcwWriteStatus, 0, 1, kData2), 1);
+  EXPECT_EQ(dev_->state().status(), 0x03);
+  // The same value again is no change and accepted.
+  Put(kData2, {0x03});
+  ExpectDone(Cmd(kVirtioCcwWriteStatus, 0, 1, kData2), 0, 0);
+}
+
 TEST_F(VirtioCcwTest, ReadStatusAndVdevReset) {
   SetRevision(2);
   Put(kData2, {0x03});
