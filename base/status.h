@@ -12,8 +12,9 @@
 //     return absl::OkStatus();
 //   }
 //
-// Newer Abseil has absl::ErrnoToStatus and the RETURN_IF_ERROR family; when the
-// project moves to it these become aliases.
+// Abseil ships absl::ErrnoToStatus (re-exported here, so that an unqualified
+// call is never ambiguous through argument-dependent lookup); newer Abseil also
+// has the RETURN_IF_ERROR family, which these macros will then alias.
 #ifndef VMMKIT_BASE_STATUS_H_
 #define VMMKIT_BASE_STATUS_H_
 
@@ -23,9 +24,9 @@
 
 namespace vmmkit {
 
-// Maps an errno value onto the closest absl::StatusCode, with `message` and
-// strerror(error_number) as the message.
-absl::Status ErrnoToStatus(int error_number, absl::string_view message);
+// Maps an errno value onto the closest absl::StatusCode, with
+// "<message>: <strerror>" as the message.
+using absl::ErrnoToStatus;
 
 // Returns `status` with `context: ` prepended to its message (unchanged if ok).
 absl::Status Annotate(const absl::Status& status, absl::string_view context);

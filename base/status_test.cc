@@ -23,7 +23,7 @@ TEST(ErrnoToStatusTest, MapsCommonErrnos) {
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(ErrnoToStatus(ENOMEM, "x"),
               StatusIs(absl::StatusCode::kResourceExhausted));
-  EXPECT_THAT(ErrnoToStatus(EIO, "x"), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(ErrnoToStatus(EIO, "x"), StatusIs(absl::StatusCode::kUnknown));
   EXPECT_THAT(ErrnoToStatus(EAGAIN, "x"),
               StatusIs(absl::StatusCode::kUnavailable));
 }
