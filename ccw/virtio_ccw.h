@@ -14,11 +14,13 @@
 // then it is rejected, as a non-transitional device must. A second
 // SET_VIRTIO_REV is rejected. Revision 0 is legacy: the legacy queue block
 // {be64 queue, be32 align, be16 index, be16 num}, rings and configuration in
-// the guest's native (big-endian) order, feature bits 0..31 only. Revision 1
-// adds SET_IND_ADAPTER and the {desc, res0, index, num, avail, used} block;
-// revision 2 adds READ_STATUS. A command outside the revision is rejected.
-// READ_VQ_CONF is valid in every revision: it predates SET_VIRTIO_REV and
-// Linux's legacy queue setup issues it at revision 0.
+// the guest's native (big-endian) order, feature bits 0..31 only; from
+// revision 1 the configuration is little-endian from the start (a revision-1
+// driver is a virtio 1 driver, and may read it before writing features).
+// Revision 1 adds SET_IND_ADAPTER and the {desc, res0, index, num, avail, used}
+// block; revision 2 adds READ_STATUS. A command outside the revision is
+// rejected. READ_VQ_CONF is valid in every revision: it predates SET_VIRTIO_REV
+// and Linux's legacy queue setup issues it at revision 0.
 //
 // Interrupts leave through VirtioCcwInterrupts: classic indicators (a 64-bit
 // big-endian word, bit n for queue n, and a second word whose bit 0 is the
@@ -43,6 +45,10 @@
 //   the device never saw.
 // - SET_VQ checks the queue against the device maximum and guest memory when
 //   it is given, and rejects a bad one then.
+// - WRITE_STATUS that the device does not take as written (FEATURES_OK
+//   refused, a write that would clear bits) is a command reject with the
+//   status unchanged (§4.3.2.3), as the driver of revisions 0 and 1 has no
+//   other way to learn it.
 // - Indicator addresses are checked against guest memory (8 bytes; the
 //   adapter summary byte, and the device indicator bit's byte). Address 0
 //   deregisters (SET_IND / SET_CONF_IND with 0, SET_IND_ADAPTER with
