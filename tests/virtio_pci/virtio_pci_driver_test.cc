@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,10 @@ struct Case {
   DriverMode driver;
   bool msix;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name << (c.msix ? " with MSI-X" : " with INTx");
+}
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return std::string(info.param.name) + (info.param.msix ? "Msix" : "Intx");
@@ -495,6 +500,8 @@ struct LayoutCase {
   uint32_t multiplier;
   bool notification_data;
 };
+
+void PrintTo(const LayoutCase& c, std::ostream* os) { *os << c.name; }
 
 class NotifyLayoutTest : public ::testing::TestWithParam<LayoutCase> {};
 
