@@ -15,6 +15,8 @@
 // only bits 0 and 1, the INTx pin is only asserted with the level set, MSI
 // messages are only sent while MSI-X is enabled, and status never shows
 // DRIVER_OK on an inactive device unless NEEDS_RESET or FAILED is set too.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -344,8 +346,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!m.ok()) std::abort();
     return m->release();
   }();
-  std::memset(memory->HostPointer(0, vmmkit::pci::kMemSize), 0,
-              vmmkit::pci::kMemSize);
+  // Private anonymous pages read as zero again after MADV_DONTNEED, which
+  // costs only for the pages the last input touched (a 4 MiB memset per
+  // input halved the execution rate).
+  uint8_t* host = memory->HostPointer(0, vmmkit::pci::kMemSize);
+  if (madvise(host, vmmkit::pci::kMemSize, MADV_DONTNEED) != 0) {
+    std::memset(host, 0, vmmkit::pci::kMemSize);
+  }
   vmmkit::pci::Input in(data, size);
   vmmkit::pci::Harness h(*memory);
   for (int i = 0; i < vmmkit::pci::kMaxSteps && !in.done(); ++i) h.Step(in);
