@@ -352,12 +352,19 @@ TEST_F(VirtioPciTest, LegacyWritesOnlyAtTheirOffsetAndWidth) {
   LW(kLegacyConfigVector, 0, 2);
   EXPECT_EQ(fn_->state().config_vector(), virtio::DeviceState::kNoVector);
   EXPECT_EQ(L(20, 2), 0x1234u);
-  // A write straddling the registers and the config reaches only the config
-  // part that is writable (emerg_wr at config 8 = BAR offset 28).
-  LW(26, 0xaabbccdd, 4);  // config 6..9: read-only bytes for this device
+  // Device config (from 20): the device decides what a write changes; this
+  // one lets only emerg_wr (config 8 = BAR offset 28) change.
+  LW(26, 0xaabbccdd, 4);  // config 6..9: the device ignores it
   EXPECT_EQ(L(26, 2), 0x9abcu);
   EXPECT_EQ(dev_.emerg_wr(), 0u);
   LW(28, 0x11223344, 4);
+  EXPECT_EQ(dev_.emerg_wr(), 0x11223344u);
+  // A write straddling a register and the config: the register part is a
+  // partial write (dropped), the config part goes to the device.
+  LW(18, 0x55660707, 4);  // status, ISR, config 0..1
+  EXPECT_EQ(L(kLegacyStatus, 1), kAck | kDrv);
+  EXPECT_EQ(L(20, 2), 0x1234u);      // cols is read-only for this device
+  LW(26, 0x00000000ffffffffull, 8);  // config 6..13 (8 bytes): ignored
   EXPECT_EQ(dev_.emerg_wr(), 0x11223344u);
   LW(16, 0x11223344, 4);  // a 4-byte write over notify + status: dropped
   EXPECT_EQ(L(kLegacyStatus, 1), kAck | kDrv);
