@@ -308,6 +308,7 @@ absl::StatusOr<uint32_t> ConfigSpace::AddCapability(
   if (offset == 0) {
     offset = kCapabilityStart;
     for (const Capability& c : capabilities_) {
+      if (c.extended) continue;
       offset = std::max(offset, (c.offset + c.length + 3) & ~uint32_t{3});
     }
   } else if (offset < kCapabilityStart || offset % 4 != 0) {
@@ -323,7 +324,8 @@ absl::StatusOr<uint32_t> ConfigSpace::AddCapability(
         offset));
   }
   for (const Capability& c : capabilities_) {
-    if (offset < c.offset + c.length && c.offset < offset + length) {
+    if (!c.extended && offset < c.offset + c.length &&
+        c.offset < offset + length) {
       return absl::AlreadyExistsError(absl::StrFormat(
           "capability %#x at [%#x, +%u) overlaps the one at [%#x, +%u)", id,
           offset, length, c.offset, c.length));
@@ -342,15 +344,94 @@ absl::StatusOr<uint32_t> ConfigSpace::AddCapability(
         options.write_1_to_clear.empty() ? 0 : options.write_1_to_clear[i];
   }
   // Link it at the end of the list.
-  if (capabilities_.empty()) {
+  const Capability* last = nullptr;
+  for (const Capability& c : capabilities_) {
+    if (!c.extended) last = &c;
+  }
+  if (last == nullptr) {
     Set8(kRegCapabilitiesPointer, static_cast<uint8_t>(offset));
   } else {
-    Set8(capabilities_.back().offset + 1, static_cast<uint8_t>(offset));
+    Set8(last->offset + 1, static_cast<uint8_t>(offset));
   }
   Set16(kRegStatus, status() | kStatusCapabilityList);
   has_hooks_ = has_hooks_ || options.on_read || options.on_write;
   capabilities_.push_back({.offset = offset,
                            .length = length,
+                           .extended = false,
+                           .on_read = std::move(options.on_read),
+                           .on_write = std::move(options.on_write)});
+  return offset;
+}
+
+absl::StatusOr<uint32_t> ConfigSpace::AddExtendedCapability(
+    uint16_t id, uint8_t version, absl::Span<const uint8_t> body,
+    CapabilityOptions options) {
+  if (bytes_.size() != kExtendedConfigSpaceSize) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "extended capability %#x: the configuration space has 256 bytes", id));
+  }
+  if (version > 0xf) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "extended capability %#x: version %u does not fit 4 bits", id,
+        version));
+  }
+  if ((!options.writable.empty() && options.writable.size() != body.size()) ||
+      (!options.write_1_to_clear.empty() &&
+       options.write_1_to_clear.size() != body.size())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "extended capability %#x: masks must be empty or %u bytes", id,
+        body.size()));
+  }
+  const Capability* last = nullptr;
+  uint32_t next_free = kConfigSpaceSize;
+  for (const Capability& c : capabilities_) {
+    if (!c.extended) continue;
+    last = &c;
+    next_free = std::max(next_free, (c.offset + c.length + 3) & ~uint32_t{3});
+  }
+  uint32_t offset = options.offset == 0 ? next_free : options.offset;
+  // "Extended Capabilities in device configuration space always begin at
+  // offset 100h" (PCIe 3.0 §7.9.1): the list head is fixed.
+  if (offset < kConfigSpaceSize || offset % 4 != 0 ||
+      (last == nullptr && offset != kConfigSpaceSize)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "extended capability %#x: offset %#x must be dword-aligned, >= 0x100, "
+        "and 0x100 for the first one",
+        id, offset));
+  }
+  const uint64_t length = 4 + uint64_t{body.size()};
+  if (offset >= bytes_.size() || length > bytes_.size() - offset) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("extended capability %#x: %u bytes at %#x do not fit",
+                        id, length, offset));
+  }
+  for (const Capability& c : capabilities_) {
+    if (c.extended && offset < c.offset + c.length &&
+        c.offset < offset + length) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "extended capability %#x at [%#x, +%u) overlaps the one at "
+          "[%#x, +%u)",
+          id, offset, length, c.offset, c.length));
+    }
+  }
+  // Header: id (15:0), version (19:16), next offset (31:20); read-only.
+  Set32(offset, id | (uint32_t{version} << 16));
+  std::fill_n(writable_.begin() + offset, 4, 0);
+  std::fill_n(w1c_.begin() + offset, 4, 0);
+  std::copy(body.begin(), body.end(), bytes_.begin() + offset + 4);
+  for (size_t i = 0; i < body.size(); ++i) {
+    writable_[offset + 4 + i] =
+        options.writable.empty() ? 0 : options.writable[i];
+    w1c_[offset + 4 + i] =
+        options.write_1_to_clear.empty() ? 0 : options.write_1_to_clear[i];
+  }
+  if (last != nullptr) {
+    Set32(last->offset, (Get32(last->offset) & 0x000fffff) | (offset << 20));
+  }
+  has_hooks_ = has_hooks_ || options.on_read || options.on_write;
+  capabilities_.push_back({.offset = offset,
+                           .length = static_cast<uint32_t>(length),
+                           .extended = true,
                            .on_read = std::move(options.on_read),
                            .on_write = std::move(options.on_write)});
   return offset;
@@ -358,7 +439,14 @@ absl::StatusOr<uint32_t> ConfigSpace::AddCapability(
 
 std::optional<uint32_t> ConfigSpace::FindCapability(uint8_t id) const {
   for (const Capability& c : capabilities_) {
-    if (Get8(c.offset) == id) return c.offset;
+    if (!c.extended && Get8(c.offset) == id) return c.offset;
+  }
+  return std::nullopt;
+}
+
+std::optional<uint32_t> ConfigSpace::FindExtendedCapability(uint16_t id) const {
+  for (const Capability& c : capabilities_) {
+    if (c.extended && Get16(c.offset) == id) return c.offset;
   }
   return std::nullopt;
 }

@@ -288,10 +288,28 @@ class ConfigSpace {
   // The offset of the first capability with this id, if any.
   std::optional<uint32_t> FindCapability(uint8_t id) const;
 
+  // Adds a PCI Express extended capability (4-byte header: id, version,
+  // 12-bit next offset; then `body`) to a 4 KiB space. The list starts at
+  // 0x100, so the first one goes there; later ones at a chosen or the next
+  // free dword-aligned offset. kFailedPrecondition for a 256-byte space,
+  // kInvalidArgument for a bad offset, version (> 15) or mask size,
+  // kResourceExhausted if it does not fit, kAlreadyExists on overlap. Masks
+  // and hooks cover the body as for AddCapability, offsets in hooks relative
+  // to the header.
+  absl::StatusOr<uint32_t> AddExtendedCapability(uint16_t id, uint8_t version,
+                                                 absl::Span<const uint8_t> body,
+                                                 CapabilityOptions options);
+  absl::StatusOr<uint32_t> AddExtendedCapability(
+      uint16_t id, uint8_t version, absl::Span<const uint8_t> body) {
+    return AddExtendedCapability(id, version, body, CapabilityOptions());
+  }
+  std::optional<uint32_t> FindExtendedCapability(uint16_t id) const;
+
  private:
   struct Capability {
     uint32_t offset;
-    uint32_t length;  // id, next and body
+    uint32_t length;  // header and body
+    bool extended;    // in the PCI Express extended list
     ReadHook on_read;
     WriteHook on_write;
   };

@@ -12,6 +12,7 @@ namespace vmmkit::pci {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::IsEmpty;
 using ::vmmkit::testing::StatusIs;
 
 uint32_t ReadN(ConfigSpace& c, uint32_t offset, size_t width) {
@@ -497,6 +498,108 @@ TEST(CapabilityTest, HooksSeeTheirPartOfEachAccess) {
   Write32(c, kRegCommand, 0);
   EXPECT_EQ(reads_b.size(), 2u);
   EXPECT_EQ(writes_b.size(), 1u);
+}
+
+}  // namespace
+}  // namespace vmmkit::pci
+
+namespace vmmkit::pci {
+namespace {
+
+// Linux's pci_find_next_ext_capability: from 0x100, at most
+// (4096 - 256) / 8 hops, stopping at a zero header or a next below 0x100.
+std::vector<std::pair<uint16_t, uint32_t>> WalkExtendedLikeLinux(
+    ConfigSpace& c) {
+  std::vector<std::pair<uint16_t, uint32_t>> out;
+  uint32_t pos = 0x100;
+  for (int ttl = (4096 - 256) / 8; ttl > 0; --ttl) {
+    const uint32_t header = Read32(c, pos);
+    if (header == 0 || header == 0xffffffff) break;
+    out.push_back({static_cast<uint16_t>(header & 0xffff), pos});
+    pos = (header >> 20) & 0xffc;
+    if (pos < 0x100) break;
+  }
+  return out;
+}
+
+ConfigSpace::Options Extended() {
+  ConfigSpace::Options o = Ids();
+  o.extended = true;
+  return o;
+}
+
+TEST(ExtendedCapabilityTest, ListStartsAt0x100AndIsWalkable) {
+  ConfigSpace c(Extended());
+  EXPECT_THAT(WalkExtendedLikeLinux(c), IsEmpty());
+  const uint8_t body[6] = {1, 2, 3, 4, 5, 6};
+  ASSERT_OK_AND_ASSIGN(uint32_t a, c.AddExtendedCapability(0x000b, 1, body));
+  ASSERT_OK_AND_ASSIGN(uint32_t b, c.AddExtendedCapability(0x0001, 2, body));
+  ASSERT_OK_AND_ASSIGN(
+      uint32_t d, c.AddExtendedCapability(0x0023, 1, body, {.offset = 0x800}));
+  EXPECT_EQ(a, 0x100u);
+  EXPECT_EQ(b, 0x10cu);
+  EXPECT_EQ(d, 0x800u);
+  EXPECT_EQ(Read32(c, 0x100), 0x10c1000bu);
+  EXPECT_EQ(Read32(c, 0x104), 0x04030201u);
+  EXPECT_THAT(WalkExtendedLikeLinux(c),
+              ElementsAre(std::pair<uint16_t, uint32_t>{0x000b, 0x100},
+                          std::pair<uint16_t, uint32_t>{0x0001, 0x10c},
+                          std::pair<uint16_t, uint32_t>{0x0023, 0x800}));
+  EXPECT_EQ(c.FindExtendedCapability(0x0001), 0x10cu);
+  EXPECT_EQ(c.FindExtendedCapability(0x0002), std::nullopt);
+  // The two lists are separate: standard ones still start at 0x40.
+  ASSERT_OK_AND_ASSIGN(uint32_t s, c.AddCapability(kCapIdVendor, body));
+  EXPECT_EQ(s, 0x40u);
+  EXPECT_EQ(c.FindCapability(0x0b), std::nullopt);
+  Write32(c, 0x100, 0);  // headers are read-only
+  EXPECT_EQ(Read32(c, 0x100), 0x10c1000bu);
+}
+
+TEST(ExtendedCapabilityTest, Errors) {
+  using Code = absl::StatusCode;
+  const uint8_t body[4] = {};
+  ConfigSpace plain(Ids());
+  EXPECT_THAT(plain.AddExtendedCapability(1, 1, body),
+              StatusIs(Code::kFailedPrecondition));
+  ConfigSpace c(Extended());
+  EXPECT_THAT(c.AddExtendedCapability(1, 1, body, {.offset = 0x200}),
+              StatusIs(Code::kInvalidArgument));  // the first is at 0x100
+  EXPECT_THAT(c.AddExtendedCapability(1, 16, body),
+              StatusIs(Code::kInvalidArgument));
+  ConfigSpace::CapabilityOptions bad_mask;
+  bad_mask.writable = {1};
+  EXPECT_THAT(c.AddExtendedCapability(1, 1, body, bad_mask),
+              StatusIs(Code::kInvalidArgument));
+  ASSERT_OK(c.AddExtendedCapability(1, 1, body));
+  EXPECT_THAT(c.AddExtendedCapability(2, 1, body, {.offset = 0x102}),
+              StatusIs(Code::kInvalidArgument));
+  EXPECT_THAT(c.AddExtendedCapability(2, 1, body, {.offset = 0xc0}),
+              StatusIs(Code::kInvalidArgument));
+  EXPECT_THAT(c.AddExtendedCapability(2, 1, body, {.offset = 0x104}),
+              StatusIs(Code::kAlreadyExists));
+  EXPECT_THAT(c.AddExtendedCapability(2, 1, body, {.offset = 0xffc}),
+              StatusIs(Code::kResourceExhausted));
+  EXPECT_THAT(c.AddExtendedCapability(2, 1, body, {.offset = 0x1000}),
+              StatusIs(Code::kResourceExhausted));
+  ASSERT_OK(c.AddExtendedCapability(2, 1, body, {.offset = 0xff8}));
+}
+
+TEST(ExtendedCapabilityTest, BodyMasksAndHooks) {
+  ConfigSpace c(Extended());
+  const uint8_t body[4] = {};
+  std::vector<std::pair<uint32_t, size_t>> writes;
+  ConfigSpace::CapabilityOptions o;
+  o.writable = {0xff, 0x00, 0xff, 0x00};
+  o.on_write = [&](uint32_t off, absl::Span<const uint8_t> data) {
+    writes.push_back({off, data.size()});
+  };
+  ASSERT_OK(c.AddExtendedCapability(0x10, 1, body, std::move(o)));
+  Write32(c, 0x104, 0xffffffff);
+  EXPECT_EQ(Read32(c, 0x104), 0x00ff00ffu);
+  Write16(c, 0x102, 0xffff);  // header half: read-only, hook sees it
+  EXPECT_EQ(Read32(c, 0x100), 0x00010010u);
+  EXPECT_THAT(writes, ElementsAre(std::pair<uint32_t, size_t>{4, 4},
+                                  std::pair<uint32_t, size_t>{2, 2}));
 }
 
 }  // namespace
