@@ -95,6 +95,10 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(
   const int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   const int fd = open(options.path.c_str(), flags);
   if (fd < 0) {
+    if (errno == EISDIR) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("virtio-blk: ", options.path, " is a directory"));
+    }
     return ErrnoToStatus(errno,
                          absl::StrCat("virtio-blk: open ", options.path));
   }

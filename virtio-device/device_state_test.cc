@@ -250,7 +250,7 @@ TEST_F(DeviceStateTest, WritingZeroResetsEverything) {
   state_->SetStatus(0);
   EXPECT_EQ(state_->status(), 0);
   EXPECT_FALSE(state_->active());
-  EXPECT_EQ(device_.resets, 1);
+  EXPECT_EQ(device_.resets, 2);  // the probe starts with a reset too
   EXPECT_EQ(state_->stats().resets, resets_before + 1);
   for (uint32_t w = 0; w < Features::kWords; ++w) {
     EXPECT_EQ(state_->DriverFeatures(w), 0u) << w;
@@ -308,7 +308,7 @@ TEST_F(DeviceStateTest, ClearingAStatusBitIsIgnoredAndCounted) {
   state_->SetStatus(kModernReady);  // clears DRIVER_OK
   EXPECT_EQ(state_->status(), running);
   EXPECT_TRUE(state_->active());
-  EXPECT_EQ(device_.resets, 0);
+  EXPECT_EQ(device_.resets, 1);  // the probe starts with a reset too
   // Setting FAILED while clearing FEATURES_OK is ignored as a whole.
   state_->SetStatus(kAckDriver | kStatusDriverOk | kStatusFailed);
   EXPECT_EQ(state_->status(), running);
@@ -777,7 +777,7 @@ TEST_F(DeviceStateTest, ActivateFailureNeedsReset) {
   EXPECT_THAT(state_->last_error(),
               StatusIs(absl::StatusCode::kResourceExhausted, "no backend"));
   EXPECT_EQ(device_.activations, 1);
-  EXPECT_EQ(device_.resets, 1);  // told to forget the half-started state
+  EXPECT_EQ(device_.resets, 2);  // the probe's, then the half-started state
   EXPECT_FALSE(state_->active());
   EXPECT_EQ(state_->queue(0), nullptr);
   EXPECT_EQ(driver_->config_interrupts(), 1);
@@ -906,7 +906,7 @@ TEST_F(DeviceStateTest, MarkNeedsResetOnceWithOneConfigInterrupt) {
   driver_->Reset();
   EXPECT_EQ(state_->status(), 0);
   EXPECT_OK(state_->last_error());
-  EXPECT_EQ(device_.resets, 1);
+  EXPECT_EQ(device_.resets, 2);  // the probe starts with a reset too
 }
 
 TEST_F(DeviceStateTest, MarkNeedsResetBeforeDriverOk) {
@@ -1047,7 +1047,7 @@ TEST_F(DeviceStateTest, DestroyingAnActiveStateResetsTheDevice) {
   ASSERT_OK(driver_->Start(Features()));
   driver_.reset();
   state_.reset();
-  EXPECT_EQ(device_.resets, 1);
+  EXPECT_EQ(device_.resets, 2);  // the probe starts with a reset too
 }
 
 }  // namespace

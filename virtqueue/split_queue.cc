@@ -194,8 +194,32 @@ void StoreRing16(uint8_t* p, uint16_t v, Endian e) {
 
 }  // namespace
 
+bool SplitQueue::Refill() {
+  if (!ready_ || broken()) return false;
+  for (int pass = 0;; ++pass) {
+    const uint16_t idx = LoadAvailIdx();
+    // §2.7.6: the driver never has more than size entries outstanding.
+    if (static_cast<uint16_t>(idx - next_avail_) > size_) {
+      error_ = QueueError::kAvailIndexJump;
+      return false;
+    }
+    cached_avail_idx_ = idx;
+    if (idx != next_avail_) return true;
+    if (!event_idx_ || notifications_disabled_ || pass > 0) return false;
+    uint8_t* avail_event = used_ + kRingEntriesOffset + 8u * size_;
+    if (LoadRing16(avail_event, endian_) == next_avail_) return false;
+    // §2.7.10: the driver notifies when avail.idx passes avail_event. Full
+    // fence between that store and the second look at avail.idx (see
+    // EnableNotification()).
+    StoreRing16(avail_event, next_avail_, endian_);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
 void SplitQueue::DisableNotification() {
-  if (!ready_ || event_idx_) return;  // event idx: avail_event just stays put
+  if (!ready_) return;
+  notifications_disabled_ = true;
+  if (event_idx_) return;  // avail_event just stays put
   StoreRing16(used_ + kRingFlagsOffset,
               LoadRing16(used_ + kRingFlagsOffset, endian_) | kUsedFNoNotify,
               endian_);
@@ -203,6 +227,7 @@ void SplitQueue::DisableNotification() {
 
 bool SplitQueue::EnableNotification() {
   if (!ready_ || broken()) return false;
+  notifications_disabled_ = false;
   if (event_idx_) {
     // §2.7.10: the driver notifies when avail.idx passes avail_event.
     StoreRing16(used_ + kRingEntriesOffset + 8u * size_, next_avail_, endian_);

@@ -341,7 +341,8 @@ class SplitQueue {
 
   // ---- Notification suppression (§2.7.7, §2.7.10).
   // Asks the driver not to notify: sets VRING_USED_F_NO_NOTIFY, or with event
-  // idx leaves avail_event behind so that the driver sees no reason to.
+  // idx leaves avail_event behind so that the driver sees no reason to (and
+  // Pop() stops moving it) until EnableNotification().
   void DisableNotification();
   // Asks the driver to notify about new chains again, then re-reads avail.idx:
   // returns true if chains arrived while notifications were off, which the
@@ -360,6 +361,12 @@ class SplitQueue {
 
  private:
   uint16_t LoadAvailIdx() const;
+  // Re-reads avail.idx when the chains seen so far are used up; true if there
+  // are more. With event idx (and notifications not disabled) an empty ring
+  // also moves avail_event up to the device's position, so that the driver
+  // notifies for its next chain, and looks once more (QEMU's virtqueue_pop
+  // does the same; without it a driver stops kicking).
+  bool Refill();
 
   // Configuration.
   uint16_t max_size_;
@@ -384,6 +391,7 @@ class SplitQueue {
   uint16_t next_used_ = 0;
   uint16_t signalled_used_ = 0;  // used index at the last NeedsNotification
   bool signalled_valid_ = false;
+  bool notifications_disabled_ = false;
   QueueError error_ = QueueError::kNone;
 };
 
@@ -486,17 +494,7 @@ inline std::optional<DescriptorChain> SplitQueue::Pop() {
   using internal::FromQueue;
   using internal::LoadRaw;
   const bool big = endian_ == Endian::kBig;
-  if (next_avail_ == cached_avail_idx_) {
-    if (!ready_ || broken()) return std::nullopt;
-    const uint16_t idx = LoadAvailIdx();
-    // §2.7.6: the driver never has more than size entries outstanding.
-    if (ABSL_PREDICT_FALSE(static_cast<uint16_t>(idx - next_avail_) > size_)) {
-      error_ = QueueError::kAvailIndexJump;
-      return std::nullopt;
-    }
-    cached_avail_idx_ = idx;
-    if (idx == next_avail_) return std::nullopt;
-  }
+  if (next_avail_ == cached_avail_idx_ && !Refill()) return std::nullopt;
   const uint16_t head =
       FromQueue(LoadRaw<uint16_t>(avail_ + kRingEntriesOffset +
                                   2u * (next_avail_ & (size_ - 1))),

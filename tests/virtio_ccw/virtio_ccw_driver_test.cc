@@ -35,8 +35,8 @@ using virtqueue::Endian;
 using virtqueue::GuestMemoryMmap;
 using ::vmmkit::testing::StatusIs;
 
-// EVENT_IDX is left out: RngDevice never moves avail_event (see
-// DISABLED_RngWithEventIdxKeepsGettingKicks below).
+// The probes below leave EVENT_IDX out; RngWithEventIdxKeepsGettingKicks
+// covers it.
 constexpr uint64_t kModernFeatures = (uint64_t{1} << virtio::kFVersion1) |
                                      (uint64_t{1} << virtio::kFIndirectDesc);
 
@@ -220,12 +220,9 @@ INSTANTIATE_TEST_SUITE_P(Ranges, RevisionTest,
                          });
 
 // Linux kicks only when avail.idx passes avail_event (vring_need_event). The
-// device side must move avail_event as it consumes chains (QEMU does so in
-// virtqueue_pop); RngDevice::ProcessQueue never calls
-// SplitQueue::EnableNotification, so avail_event stays 0 and Linux stops
-// notifying after its first request. Enable once rng (or SplitQueue::Pop)
-// publishes avail_event.
-TEST(EventIdx, DISABLED_RngWithEventIdxKeepsGettingKicks) {
+// device side must move avail_event as it consumes chains: SplitQueue::Pop
+// does so when it finds the ring empty (as QEMU's virtqueue_pop does).
+TEST(EventIdx, RngWithEventIdxKeepsGettingKicks) {
   virtio::RngDevice rng;
   Machine m(rng, {});
   auto drv = m.Driver();
