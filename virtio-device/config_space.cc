@@ -82,4 +82,21 @@ void ConfigSpace::DecodeWrite(uint32_t offset, absl::Span<const uint8_t> data,
   }
 }
 
+std::vector<uint8_t> ConfigSpace::ApplyWrite(uint32_t offset,
+                                             absl::Span<const uint8_t> data,
+                                             virtqueue::Endian endian) const {
+  const bool big = endian == virtqueue::Endian::kBig;
+  std::vector<uint8_t> image = big ? BigEndianImage() : bytes_;
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (offset + i < image.size()) image[offset + i] = data[i];
+  }
+  if (big) {
+    for (const Field& f : fields_) {
+      std::reverse(image.begin() + f.offset,
+                   image.begin() + f.offset + f.width);
+    }
+  }
+  return image;
+}
+
 }  // namespace vmmkit::virtio

@@ -60,9 +60,17 @@ class ConfigSpace {
             virtqueue::Endian endian) const;
   // Converts a driver write of `data` at `offset` in `endian` order into the
   // little-endian bytes it means, without storing them: `out` gets the bytes
-  // for [offset, offset + data.size()). Devices decide what a write changes.
+  // for [offset, offset + data.size()). Exact for byte fields and for writes
+  // of whole fields; a big-endian write of part of a multi-byte field lands
+  // outside that window: use ApplyWrite() for fields that can be written so.
   void DecodeWrite(uint32_t offset, absl::Span<const uint8_t> data,
                    virtqueue::Endian endian, absl::Span<uint8_t> out) const;
+  // The whole space, little-endian, as it would be after the driver's write
+  // of `data` at `offset` in `endian` order (nothing is stored). Exact for
+  // any offset and width, partial big-endian field writes included.
+  std::vector<uint8_t> ApplyWrite(uint32_t offset,
+                                  absl::Span<const uint8_t> data,
+                                  virtqueue::Endian endian) const;
 
  private:
   void Set(uint32_t offset, uint64_t v, uint32_t width);

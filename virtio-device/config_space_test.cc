@@ -266,5 +266,22 @@ TEST_F(ConfigSpaceTest, EmptyAccessesDoNothing) {
   EXPECT_EQ(config_.U32(0), 0x11223344u);
 }
 
+TEST(ConfigSpaceApplyWriteTest, PartialBigEndianFieldWrite) {
+  ConfigSpace config(8);
+  config.DeclareField(0, 4);
+  config.SetU32(0, 0x11223344);
+  // A big-endian driver writes only the field's most significant byte
+  // (offset 0 in its order): stored little-endian, that is byte 3.
+  const uint8_t top = 0xaa;
+  std::vector<uint8_t> image =
+      config.ApplyWrite(0, absl::MakeConstSpan(&top, 1), Endian::kBig);
+  EXPECT_EQ(image[3], 0xaa);
+  EXPECT_EQ(image[0], 0x44);
+  // Little-endian: the byte lands where it is written. Nothing is stored.
+  image = config.ApplyWrite(0, absl::MakeConstSpan(&top, 1), Endian::kLittle);
+  EXPECT_EQ(image[0], 0xaa);
+  EXPECT_EQ(config.U32(0), 0x11223344u);
+}
+
 }  // namespace
 }  // namespace vmmkit::virtio

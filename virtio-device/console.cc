@@ -96,17 +96,18 @@ void ConsoleDevice::WriteConfig(uint32_t offset, absl::Span<const uint8_t> data,
   // Only emerg_wr is writable. §5.3.5.1: "The device MUST allow a write to
   // emerg_wr, even on an unconfigured device" and "SHOULD transmit the lower
   // byte written to emerg_wr to an appropriate log or output method".
-  if (!emergency_write_ || offset > kConfigEmergWr ||
-      offset + data.size() <= kConfigEmergWr) {
+  // The character is emerg_wr's least significant byte, which sits at the
+  // field's first byte for a little-endian driver and its last for a
+  // big-endian legacy one; a write that does not cover it sends nothing.
+  const uint32_t low_byte = endian == Endian::kBig
+                                ? kConfigEmergWr + sizeof(uint32_t) - 1
+                                : kConfigEmergWr;
+  if (!emergency_write_ || offset > low_byte ||
+      offset + data.size() <= low_byte) {
     return;
   }
-  uint8_t bytes[sizeof(VirtioConsoleConfig)] = {};
-  config_.DecodeWrite(
-      offset, data, endian,
-      absl::MakeSpan(bytes, std::min<size_t>(data.size(), sizeof(bytes))));
-  // The write covers emerg_wr's first byte: the character (little-endian
-  // after decoding, whatever the driver's order).
-  const uint8_t c = bytes[kConfigEmergWr - offset];
+  const std::vector<uint8_t> image = config_.ApplyWrite(offset, data, endian);
+  const uint8_t c = image[kConfigEmergWr];
   ++stats_.emergency_bytes;
   QueueOutput(absl::MakeConstSpan(&c, 1));
 }

@@ -278,6 +278,21 @@ TEST_P(ConsoleTest, EmergencyWrite) {
   EXPECT_EQ(console_->stats().emergency_bytes, 2u);
 }
 
+TEST_P(ConsoleTest, EmergencyWriteOneByteAtATime) {
+  // Linux's legacy virtio-pci writes configuration one byte at a time: the
+  // character is the byte that lands in emerg_wr's least significant byte,
+  // whichever byte order the driver uses.
+  const Endian e =
+      GetParam().legacy ? GetParam().guest_endian : Endian::kLittle;
+  uint8_t v[4] = {};
+  v[e == Endian::kLittle ? 0 : 3] = 'x';
+  for (uint32_t i = 0; i < 4; ++i) {
+    state_->WriteConfig(8 + i, absl::MakeConstSpan(&v[i], 1), e);
+  }
+  EXPECT_EQ(HostRead(), "x");
+  EXPECT_EQ(console_->stats().emergency_bytes, 1u);
+}
+
 TEST_P(ConsoleTest, NoEmergencyWriteUnlessOffered) {
   MakeConsole({.input_fd = device_fd_, .output_fd = device_fd_});
   EXPECT_FALSE(console_->offered_features().Has(kConsoleFEmergWrite));
