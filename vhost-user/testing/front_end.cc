@@ -399,6 +399,12 @@ bool ReadEventFd(const std::vector<ScopedFd>& fds, uint32_t index) {
 bool FakeFrontEnd::CallSignalled(uint32_t index) {
   return ReadEventFd(call_, index);
 }
+bool FakeFrontEnd::WaitCall(uint32_t index) {
+  if (index >= call_.size() || !call_[index].valid()) return false;
+  pollfd p{call_[index].get(), POLLIN, 0};
+  if (poll(&p, 1, options_.timeout_ms) != 1) return false;
+  return CallSignalled(index);
+}
 bool FakeFrontEnd::ErrSignalled(uint32_t index) {
   return ReadEventFd(err_, index);
 }

@@ -137,6 +137,9 @@ class FakeFrontEnd {
   void Kick(uint32_t index);
   // Reads (and clears) the ring's call / err eventfd: true if signalled.
   bool CallSignalled(uint32_t index);
+  // Waits up to the reply timeout for the call eventfd (a back end in
+  // another process), then reads it.
+  bool WaitCall(uint32_t index);
   bool ErrSignalled(uint32_t index);
   int kick_fd(uint32_t index) const { return kick_.at(index).get(); }
 
