@@ -19,6 +19,7 @@
 #include "vhost-user/event_loop.h"
 #include "vhost-user/testing/front_end.h"
 #include "virtio-device/blk.h"
+#include "virtio-device/console.h"
 #include "virtio-device/rng.h"
 
 namespace vmmkit::vhost_user {
@@ -571,6 +572,23 @@ TEST_F(HostileTest, ResetDeviceForgetsTheSetup) {
   // The memory table is gone too.
   ExpectRefused(fe_->SetVringAddr(0, Layout(256)),
                 absl::StatusCode::kFailedPrecondition, "before SET_MEM_TABLE");
+}
+
+// ---------------------------------------------------------------------------
+// console: a device fd the kernel cannot poll
+
+TEST_F(BackendTest, UnpollableDeviceFdIsLeftOut) {
+  ScopedFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_OK_AND_ASSIGN(auto console,
+                       virtio::ConsoleDevice::Create({.input_fd = null.get()}));
+  Connect(*console);
+  ASSERT_EQ(console->backend_fds().size(), 1u);
+  // Rounds of the loop go on, and the front-end is still served.
+  Pump();
+  ASSERT_OK(fe_->Init());
+  ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(64), Layout(64, 0x20000)}));
+  EXPECT_TRUE(backend_->device_active());
+  backend_.reset();
 }
 
 // ---------------------------------------------------------------------------
