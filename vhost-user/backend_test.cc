@@ -609,6 +609,31 @@ TEST_F(HostileTest, MalformedChainStopsTheDeviceAndSignalsErr) {
   EXPECT_FALSE(backend_->device_active());
 }
 
+TEST_F(HostileTest, PipeAsKickFd) {
+  ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(256)}));
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ScopedFd r(p[0]), w(p[1]);
+  EXPECT_EQ(Ack(Request::kSetVringKick, EncodeU64(0), {&p[0], 1}), 0u);
+  r.reset();  // the back end has its own
+  ASSERT_OK(fe_->ring(0).AddChain({{kBuffer, 8, true}}).status());
+  const uint8_t bytes[24] = {};
+  ASSERT_EQ(write(w.get(), bytes, sizeof(bytes)), 24);
+  Pump();
+  EXPECT_TRUE(fe_->ring(0).PopUsed().has_value());
+  // One 8-byte read per kick (what drains an eventfd); the pipe's other
+  // bytes keep it readable for the next rounds.
+  EXPECT_EQ(backend_->stats().kicks, 3u);
+  // The writer gone: end of file, the kick fd is dropped, the front-end
+  // stays connected.
+  w.reset();
+  Pump();
+  EXPECT_TRUE(backend_->connected());
+  for (const Backend::Watch& watch : backend_->watches()) {
+    EXPECT_NE(watch.source, Backend::Source::kKick);
+  }
+}
+
 TEST_F(HostileTest, ResetDeviceForgetsTheSetup) {
   ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(256)}));
   ASSERT_OK(fe_->ResetDevice());
