@@ -139,6 +139,8 @@ std::optional<virtio::MacAddress> ParseMac(absl::string_view text) {
 struct Device {
   std::unique_ptr<virtio::VirtioDevice> device;
   int output_file_fd = -1;
+  // console: the output fd, polled for room while output is pending.
+  int output_fd = -1;
 };
 
 // Builds the device the flags ask for; bad flags exit 2, failures to open
@@ -213,6 +215,7 @@ Device MakeDevice() {
     if (queue_size != 0) o.queue_size = static_cast<uint16_t>(queue_size);
     auto console = virtio::ConsoleDevice::Create(o);
     if (!console.ok()) fail(console.status());
+    d.output_fd = o.output_fd;
     d.device = std::move(*console);
   } else {
     Usage(kind.empty() ? "--device is required"
@@ -268,6 +271,20 @@ int main(int argc, char** argv) {
     signalfd_siginfo info;
     while (read(sfd, &info, sizeof(info)) == sizeof(info)) l.Stop();
   });
+  // Console output the fd did not take waits in the device (and, once its
+  // buffer is full, so do the guest's transmit chains, while Linux's hvc
+  // driver spins for them without kicking again): call the device when the
+  // fd has room. A dup, so that the same fd as input is a separate entry.
+  int output_watch = -1;
+  if (d.output_fd >= 0) {
+    output_watch = fcntl(d.output_fd, F_DUPFD_CLOEXEC, 0);
+    if (output_watch < 0) {
+      std::perror("vmmkit-vhost-user: dup console output fd");
+      return 1;
+    }
+    Backend& b = **backend;
+    (void)l.AddWritableFd(output_watch, [&b] { b.OnDeviceReadable(); });
+  }
   std::fprintf(stderr, "vmmkit-vhost-user: listening on %s\n", path.c_str());
   std::fflush(stderr);
 
@@ -291,6 +308,7 @@ int main(int argc, char** argv) {
   backend->reset();  // closes and removes the socket
   d.device.reset();
   if (d.output_file_fd >= 0) close(d.output_file_fd);
+  if (output_watch >= 0) close(output_watch);
   close(sfd);
   return status;
 }

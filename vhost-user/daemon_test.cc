@@ -235,5 +235,57 @@ TEST_F(DaemonTest, BlkWritesThenSigtermFlushesAndExits) {
   EXPECT_EQ(disk, std::vector<uint8_t>(512, 0x5a));
 }
 
+// Console output into a pipe that is read late: once the pipe and the
+// device's 64 KiB buffer are full, transmit chains wait in the ring. When the
+// reader catches up the daemon must write the rest and complete them without
+// another kick (Linux's hvc driver spins for its used buffer and sends none).
+TEST_F(DaemonTest, ConsoleOutputResumesWhenThePipeDrains) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);  // the write end is inherited by the daemon
+  ASSERT_GE(fcntl(p[1], F_SETPIPE_SZ, 4096), 0);
+  Daemon d({"--socket=" + socket_, "--device=console", "--input-fd=-1",
+            "--output-fd=" + std::to_string(p[1]), "--queue-size=64"});
+  close(p[1]);
+  ASSERT_TRUE(d.WaitForStderr("listening on")) << d.ReadAll(false);
+  ASSERT_OK_AND_ASSIGN(auto fe, FakeFrontEnd::Connect(socket_, {}));
+  ASSERT_OK(fe->Init());
+  ASSERT_OK(fe->Start(
+      kVersion1Bit,
+      {{.size = 64, .desc = 0x10000, .avail = 0x10400, .used = 0x11000},
+       {.size = 64, .desc = 0x20000, .avail = 0x20400, .used = 0x21000}}));
+  constexpr int kChains = 6;
+  constexpr uint32_t kChainBytes = 16 << 10;  // 96 KiB in all
+  for (int i = 0; i < kChains; ++i) {
+    const uint64_t addr = 0x100000 + uint64_t{kChainBytes} * i;
+    ASSERT_OK(fe->memory().Fill(addr, kChainBytes, 'a' + i));
+    ASSERT_OK(fe->ring(1).AddChain({{addr, kChainBytes, false}}).status());
+  }
+  fe->Kick(1);
+  ASSERT_TRUE(fe->WaitCall(1));
+  // Read everything, slowly enough that the pipe fills in between.
+  std::string out;
+  for (int i = 0; i < 200 && out.size() < kChains * kChainBytes; ++i) {
+    pollfd pf{p[0], POLLIN, 0};
+    if (poll(&pf, 1, 50) != 1) continue;
+    char buf[4096];
+    const ssize_t n = read(p[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  close(p[0]);
+  ASSERT_EQ(out.size(), kChains * kChainBytes);
+  for (int i = 0; i < kChains; ++i) {
+    EXPECT_EQ(out.substr(i * kChainBytes, kChainBytes),
+              std::string(kChainBytes, 'a' + i));
+  }
+  int used = 0;
+  for (int i = 0; i < 100 && used < kChains; ++i) {
+    while (fe->ring(1).PopUsed().has_value()) ++used;
+    if (used < kChains) fe->WaitCall(1);
+  }
+  EXPECT_EQ(used, kChains);
+  fe->Close();
+}
+
 }  // namespace
 }  // namespace vmmkit::vhost_user

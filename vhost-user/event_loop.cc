@@ -22,7 +22,14 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create() {
 }
 
 absl::Status EventLoop::AddFd(int fd, std::function<void()> on_readable) {
-  extras_.push_back({fd, std::move(on_readable)});
+  extras_.push_back({fd, std::move(on_readable), EPOLLIN, false});
+  registered_generation_ = ~uint64_t{0};  // rebuild next round
+  return absl::OkStatus();
+}
+
+absl::Status EventLoop::AddWritableFd(int fd,
+                                      std::function<void()> on_writable) {
+  extras_.push_back({fd, std::move(on_writable), EPOLLOUT | EPOLLET, true});
   registered_generation_ = ~uint64_t{0};  // rebuild next round
   return absl::OkStatus();
 }
@@ -39,9 +46,10 @@ absl::Status EventLoop::Register(Backend& backend) {
   if (!epoll.valid()) return ErrnoToStatus(errno, "epoll_create1");
   for (size_t i = 0; i < extras_.size(); ++i) {
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    ev.events = extras_[i].events;
     ev.data.u64 = kExtraTag | i;
     if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, extras_[i].fd, &ev) != 0) {
+      if (extras_[i].optional && errno == EPERM) continue;
       return ErrnoToStatus(errno, "epoll_ctl");
     }
   }

@@ -42,6 +42,14 @@ class EventLoop {
   // Calls `on_readable` whenever `fd` (owned by the caller, open for the
   // loop's lifetime) is readable. Level-triggered.
   absl::Status AddFd(int fd, std::function<void()> on_readable);
+  // Calls `on_writable` when `fd` (owned by the caller, open for the loop's
+  // lifetime) becomes writable: edge-triggered, so an fd that stays writable
+  // does not spin the loop. An fd the kernel cannot poll (a regular file,
+  // /dev/null: never full) is left out. For a device's output that can fill
+  // up (ConsoleDevice::output_fd(): pending output is written, and held-back
+  // transmit chains taken, only when the device is called again). An fd
+  // number must not be added twice, nor be one of the Backend's: pass a dup.
+  absl::Status AddWritableFd(int fd, std::function<void()> on_writable);
 
   // One round: waits up to `timeout_ms` (-1: forever) and dispatches.
   // Errors only for epoll itself failing.
@@ -57,6 +65,8 @@ class EventLoop {
   struct Extra {
     int fd;
     std::function<void()> callback;
+    uint32_t events;
+    bool optional;  // left out if epoll refuses it
   };
   ScopedFd epoll_;
   std::vector<Extra> extras_;
