@@ -679,14 +679,17 @@ void Backend::Process(uint16_t index) {
 
 void Backend::StopRing(uint16_t index) {
   Ring& ring = rings_[index];
+  // A stopped ring starts again on a new SET_VRING_KICK only (vhost-user.rst,
+  // "Ring states"): otherwise the SET_VRING_NUM or SET_FEATURES that begins
+  // a restart would restart it on its old base and refuse the new one. So
+  // also for a ring that had its kick but was not started (disabled).
+  if (ring.kick.valid()) {
+    ring.kick.reset();
+    ++generation_;
+  }
   if (!ring.started) return;
   ring.base = ring.queue.next_avail();
   ring.started = false;
-  // A stopped ring starts again on a new SET_VRING_KICK only (vhost-user.rst,
-  // "Ring states"): otherwise the SET_VRING_NUM or SET_FEATURES that begins
-  // a restart would restart it on its old base and refuse the new one.
-  ring.kick.reset();
-  ++generation_;
   bool any = false;
   for (const Ring& r : rings_) any = any || r.started;
   if (!any && device_active_) {

@@ -222,6 +222,26 @@ TEST_F(RngTest, StoppedRingRestartsOnNewKickOnlyWithProtocolBit) {
   StopThenRestartWithoutDisable(/*protocol_bit=*/true);
 }
 
+TEST_F(RngTest, GetVringBaseOfADisabledRingDropsItsKickToo) {
+  ASSERT_OK(fe_->Init());
+  ASSERT_OK(
+      fe_->SetFeatures(kVersion1Bit | (uint64_t{1} << kFProtocolFeatures)));
+  ASSERT_OK(fe_->SetMemTable());
+  ASSERT_OK(fe_->SetVringNum(0, 256));
+  ASSERT_OK(fe_->SetVringAddr(0, Layout(256)));
+  ASSERT_OK(fe_->SetVringKick(0));
+  ASSERT_OK_AND_ASSIGN(uint32_t base, fe_->GetVringBase(0));
+  EXPECT_EQ(base, 0u);
+  for (const Backend::Watch& w : backend_->watches()) {
+    EXPECT_NE(w.source, Backend::Source::kKick);
+  }
+  // Enabling it does not start it without a new kick.
+  ASSERT_OK(fe_->SetVringEnable(0, 1));
+  EXPECT_FALSE(backend_->device_active());
+  ASSERT_OK(fe_->SetVringKick(0));
+  EXPECT_TRUE(backend_->device_active());
+}
+
 TEST_F(RngTest, RingsStartEnabledWithoutProtocolFeaturesBit) {
   ASSERT_OK(fe_->Init());
   ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(256)},
