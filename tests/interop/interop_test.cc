@@ -172,7 +172,8 @@ std::vector<std::string> DeviceChecks(std::vector<std::string> more) {
 }
 
 const std::vector<std::string> kBlkChecks = {
-    "feature-flush", "guest-blk", "capacity-sectors", "host-image-pattern",
+    "feature-flush",      "guest-blk",           "capacity-sectors",
+    "host-image-pattern", "guest-rand-readback", "host-image-random",
     "host-image-rest"};
 
 std::vector<std::string> Plus(std::vector<std::string> a,
