@@ -32,7 +32,7 @@ for a in "$@"; do
     --rounds=*) rounds="${a#*=}" ;;
     --daemon=*) daemon="${a#*=}" ;;
     --guest-dir=*) guest_dir="${a#*=}" ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "vhost_user_blk_e2e: unknown argument $a" >&2; exit 2 ;;
   esac
 done
