@@ -9,8 +9,8 @@
 // asserts the script's verdict and, so that no check can silently go missing,
 // that every check the case must make was made and passed.
 //
-// Environment: VMMKIT_GUEST_DIR (a built guest) if set; otherwise the script
-// runs tools/guest-image with the cache in the invoking user's
+// Environment: VMMKIT_GUEST_DIR (a built guest) if set; otherwise the suite
+// runs tools/guest-image once, with the cache in the invoking user's
 // ~/.cache/vmmkit (Bazel points HOME at the test's temporary directory, which
 // would rebuild the image every run). Needs qemu-system-x86 (tools/test
 // installs it), and CAP_NET_ADMIN + /dev/net/tun for the net cases (skipped
@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -116,20 +117,47 @@ std::set<std::string> ChecksWith(const std::string& output,
   return names;
 }
 
-class InteropTest : public testing::TestWithParam<Case> {};
+// The environment prefix for tools/qemu-interop and tools/guest-image: where
+// the guest-image cache is when neither VMMKIT_GUEST_DIR nor VMMKIT_CACHE is
+// set.
+std::string CacheEnv() {
+  if (!Env("VMMKIT_GUEST_DIR").empty() || !Env("VMMKIT_CACHE").empty())
+    return "";
+  const passwd* pw = getpwuid(getuid());
+  if (pw == nullptr || pw->pw_dir == nullptr) return "";
+  return absl::StrCat(
+      "VMMKIT_CACHE=", ShellQuote(absl::StrCat(pw->pw_dir, "/.cache/vmmkit")),
+      " ");
+}
+
+class InteropTest : public testing::TestWithParam<Case> {
+ protected:
+  // Builds (or finds) the guest once for all cases; each case then gets
+  // VMMKIT_GUEST_DIR instead of re-checking the package versions.
+  static void SetUpTestSuite() {
+    if (!Env("VMMKIT_GUEST_DIR").empty()) {
+      *guest_dir_ = Env("VMMKIT_GUEST_DIR");
+      return;
+    }
+    RunResult r = RunScript(absl::StrCat(
+        CacheEnv(), ShellQuote(RunfilesRoot() + "/tools/guest-image"),
+        " 2>&1 | tail -n 1"));
+    std::string dir(absl::StripAsciiWhitespace(r.output));
+    if (r.exit_status == 0 && absl::StartsWith(dir, "/")) *guest_dir_ = dir;
+  }
+  static std::string* guest_dir_;
+};
+std::string* InteropTest::guest_dir_ = new std::string;
 
 TEST_P(InteropTest, GuestDriverAgainstDevice) {
   const Case& c = GetParam();
   const std::string root = RunfilesRoot();
-  std::string env;
-  if (Env("VMMKIT_GUEST_DIR").empty() && Env("VMMKIT_CACHE").empty()) {
-    if (const passwd* pw = getpwuid(getuid());
-        pw != nullptr && pw->pw_dir != nullptr) {
-      env = absl::StrCat("VMMKIT_CACHE=",
-                         ShellQuote(absl::StrCat(pw->pw_dir, "/.cache/vmmkit")),
-                         " ");
-    }
-  }
+  // Without a guest from SetUpTestSuite the script builds one itself (and
+  // reports why that fails).
+  std::string env =
+      guest_dir_->empty()
+          ? CacheEnv()
+          : absl::StrCat("VMMKIT_GUEST_DIR=", ShellQuote(*guest_dir_), " ");
   std::string daemon = absl::StrCat(root, "/vhost-user/vmmkit-vhost-user");
   std::string args = absl::StrCat(" --daemon=", ShellQuote(daemon));
   if (std::string out = Env("TEST_UNDECLARED_OUTPUTS_DIR"); !out.empty()) {
