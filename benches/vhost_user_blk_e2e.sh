@@ -97,6 +97,16 @@ for fd in /proc/"$daemon_pid"/fd/*; do
     if (( (8#$fl & 8#040000) != 0 )); then dflags="O_DIRECT (flags $fl)"; else dflags="page cache, no O_DIRECT (flags $fl)"; fi
   fi
 done
+# CPU time (user+sys, clock ticks) of the two vhost-user back ends, sampled
+# every 0.2 s while QEMU runs (the --once daemon exits with QEMU); the last
+# sample misses at most the final 0.2 s, when the guest is powering off.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+vmmkit_ticks=0; qsd_ticks=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  t="$(cpu_ticks "$daemon_pid")"; [ -n "$t" ] && vmmkit_ticks="$t"
+  t="$(cpu_ticks "$qsd_pid")"; [ -n "$t" ] && qsd_ticks="$t"
+  sleep 0.2
+done
 wait "$qemu_pid" || { echo "vhost_user_blk_e2e: QEMU failed"; tail -n 20 "$work/console.log"; exit 1; }
 for _ in $(seq 100); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$daemon_pid" 2>/dev/null; then
@@ -106,6 +116,10 @@ fi
 wait "$daemon_pid" || echo "vhost_user_blk_e2e: warning: the daemon exited with status $?"
 daemon_pid=""
 echo "== vmmkit daemon image fd: $dflags"
+hz="$(getconf CLK_TCK)"
+moved_gb="$(awk -v m="$mib" -v r="$rounds" 'BEGIN { printf "%.3f", 2 * m * r * 1048576 / 1e9 }')"
+awk -v v="$vmmkit_ticks" -v q="$qsd_ticks" -v hz="$hz" -v gb="$moved_gb" 'BEGIN {
+  printf "== back-end CPU (user+sys) per GB moved: vmmkit %.2f s, qemu-storage-daemon %.2f s (%s GB each)\n", v / hz / gb, q / hz / gb, gb }'
 
 tr -d '\r' <"$work/console.log" | grep -q '^VMMKIT check=bench result=ok' ||
   { echo "vhost_user_blk_e2e: the guest did not finish the benchmark"; tr -d '\r' <"$work/console.log" | grep VMMKIT; exit 1; }
