@@ -100,7 +100,7 @@ done
 # CPU time (user+sys, clock ticks) of the two vhost-user back ends, sampled
 # every 0.2 s while QEMU runs (the --once daemon exits with QEMU); the last
 # sample misses at most the final 0.2 s, when the guest is powering off.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || true; }
 vmmkit_ticks=0; qsd_ticks=0
 while kill -0 "$qemu_pid" 2>/dev/null; do
   t="$(cpu_ticks "$daemon_pid")"; [ -n "$t" ] && vmmkit_ticks="$t"
