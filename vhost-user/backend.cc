@@ -86,30 +86,36 @@ Backend::~Backend() {
 // Sockets.
 
 absl::Status Backend::Listen(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "socket path must be 1..%u bytes", sizeof(addr.sun_path) - 1));
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (path.empty()) return absl::InvalidArgumentError("empty socket path");
   struct stat st;
-  if (lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      return absl::AlreadyExistsError(
-          absl::StrFormat("%s exists and is not a socket", path));
-    }
-    if (unlink(path.c_str()) != 0) {
-      return ErrnoToStatus(errno, "unlink stale socket " + path);
-    }
+  if (lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("%s exists and is not a socket", path));
   }
+  // Bind and listen under a temporary name, then rename: the socket file
+  // appears (replacing a stale one atomically) only once connect() works,
+  // so a front-end that waits for the file never sees ECONNREFUSED.
+  const std::string tmp = absl::StrFormat("%s.%d.tmp", path, getpid());
+  sockaddr_un tmp_addr{};
+  tmp_addr.sun_family = AF_UNIX;
+  if (tmp.size() >= sizeof(tmp_addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "socket path must be at most %u bytes",
+        sizeof(tmp_addr.sun_path) - 1 - (tmp.size() - path.size())));
+  }
+  std::memcpy(tmp_addr.sun_path, tmp.data(), tmp.size());
+  unlink(tmp.c_str());
   ScopedFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoToStatus(errno, "socket");
-  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) !=
-      0) {
-    return ErrnoToStatus(errno, "bind " + path);
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&tmp_addr),
+           sizeof(tmp_addr)) != 0) {
+    return ErrnoToStatus(errno, "bind " + tmp);
   }
-  if (listen(fd.get(), 4) != 0) return ErrnoToStatus(errno, "listen");
+  if (listen(fd.get(), 4) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
+    const absl::Status s = ErrnoToStatus(errno, "listen on " + path);
+    unlink(tmp.c_str());
+    return s;
+  }
   listen_fd_ = std::move(fd);
   listen_path_ = path;
   ++generation_;

@@ -134,8 +134,10 @@ class Backend final : public DeviceContext {
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
-  // Creates a listening Unix socket at `path`, removing a stale socket file
-  // first (anything else at `path` is left alone: kAlreadyExists).
+  // Creates a listening Unix socket at `path`, replacing a stale socket file
+  // (anything else at `path` is left alone: kAlreadyExists). The file
+  // appears only once the socket listens (it is bound under a temporary name
+  // and renamed), so waiting for the file is enough before connecting.
   absl::Status Listen(const std::string& path);
   // The listening socket, or -1.
   int listen_fd() const { return listen_fd_.get(); }

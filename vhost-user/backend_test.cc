@@ -19,6 +19,7 @@
 #include "vhost-user/event_loop.h"
 #include "vhost-user/testing/front_end.h"
 #include "virtio-device/blk.h"
+#include "virtio-device/console.h"
 #include "virtio-device/rng.h"
 
 namespace vmmkit::vhost_user {
@@ -571,6 +572,68 @@ TEST_F(HostileTest, ResetDeviceForgetsTheSetup) {
   // The memory table is gone too.
   ExpectRefused(fe_->SetVringAddr(0, Layout(256)),
                 absl::StatusCode::kFailedPrecondition, "before SET_MEM_TABLE");
+}
+
+// ---------------------------------------------------------------------------
+// console: a device fd the kernel cannot poll
+
+TEST_F(BackendTest, UnpollableDeviceFdIsLeftOut) {
+  ScopedFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_OK_AND_ASSIGN(auto console,
+                       virtio::ConsoleDevice::Create({.input_fd = null.get()}));
+  Connect(*console);
+  ASSERT_EQ(console->backend_fds().size(), 1u);
+  // Rounds of the loop go on, and the front-end is still served.
+  Pump();
+  ASSERT_OK(fe_->Init());
+  ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(64), Layout(64, 0x20000)}));
+  EXPECT_TRUE(backend_->device_active());
+  backend_.reset();
+}
+
+TEST_F(BackendTest, ActivatesOnceEveryConfiguredRingIsEnabled) {
+  ASSERT_OK_AND_ASSIGN(auto console,
+                       virtio::ConsoleDevice::Create({.output_fd = -1}));
+  Connect(*console);
+  ASSERT_OK(fe_->Init());
+  ASSERT_OK(
+      fe_->SetFeatures(kVersion1Bit | (uint64_t{1} << kFProtocolFeatures)));
+  ASSERT_OK(fe_->SetMemTable());
+  for (uint32_t i = 0; i < 2; ++i) {
+    ASSERT_OK(fe_->SetVringNum(i, 64));
+    ASSERT_OK(fe_->SetVringAddr(i, Layout(64, 0x10000 + 0x10000 * i)));
+    ASSERT_OK(fe_->SetVringKick(i));
+    ASSERT_OK(fe_->SetVringCall(i));
+  }
+  ASSERT_OK(fe_->SetVringEnable(0, 1));
+  // Ring 1 is configured but not enabled yet: the device waits for it.
+  EXPECT_FALSE(backend_->device_active());
+  EXPECT_EQ(backend_->queue(0), nullptr);
+  ASSERT_OK(fe_->SetVringEnable(1, 1));
+  EXPECT_TRUE(backend_->device_active());
+  EXPECT_NE(backend_->queue(0), nullptr);
+  EXPECT_NE(backend_->queue(1), nullptr);
+  EXPECT_EQ(backend_->stats().activations, 1u);
+  // Running rings refuse reconfiguration; the same features are fine.
+  EXPECT_THAT(fe_->SetVringNum(1, 32), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_THAT(backend_->last_error(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("vring 1 is running")));
+  EXPECT_OK(
+      fe_->SetFeatures(kVersion1Bit | (uint64_t{1} << kFProtocolFeatures)));
+  EXPECT_THAT(fe_->SetFeatures(uint64_t{1} << kFProtocolFeatures),
+              StatusIs(absl::StatusCode::kAborted));
+  EXPECT_THAT(backend_->last_error(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("changes features while vrings are running")));
+  // Stopping one ring keeps the device; stopping both resets it.
+  ASSERT_OK_AND_ASSIGN(uint32_t base, fe_->GetVringBase(1));
+  EXPECT_EQ(base, 0u);
+  EXPECT_TRUE(backend_->device_active());
+  EXPECT_EQ(backend_->queue(1), nullptr);
+  ASSERT_OK(fe_->GetVringBase(0).status());
+  EXPECT_FALSE(backend_->device_active());
+  backend_.reset();
 }
 
 // ---------------------------------------------------------------------------

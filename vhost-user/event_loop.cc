@@ -53,6 +53,10 @@ absl::Status EventLoop::Register(Backend& backend) {
       const absl::Status s = ErrnoToStatus(
           errno, absl::StrFormat("cannot poll fd %d", want[i].fd));
       if (want[i].source == Backend::Source::kListen) return s;
+      // A device fd the kernel cannot poll (a console reading a regular
+      // file or /dev/null): left out; the device still reads it when the
+      // driver kicks.
+      if (want[i].source == Backend::Source::kDevice) continue;
       // A front-end's fd that cannot be polled: drop the front-end, then
       // build the set again without it.
       backend.Disconnect(s);

@@ -15,7 +15,8 @@
 // waits, and dispatches; after a dispatch that changed the list the rest of
 // that round's events are dropped (they may name fds that are gone) and
 // arrive again next round. An fd the kernel refuses to poll (a regular file
-// handed over as a kick fd) disconnects the front-end.
+// handed over as a kick fd) disconnects the front-end; a device fd it refuses
+// (a console reading /dev/null or a file) is left out of the set.
 //
 // Thread-compatible: one thread runs the loop; Stop() from that thread (a
 // callback) or use a signalfd.
