@@ -682,6 +682,11 @@ void Backend::StopRing(uint16_t index) {
   if (!ring.started) return;
   ring.base = ring.queue.next_avail();
   ring.started = false;
+  // A stopped ring starts again on a new SET_VRING_KICK only (vhost-user.rst,
+  // "Ring states"): otherwise the SET_VRING_NUM or SET_FEATURES that begins
+  // a restart would restart it on its old base and refuse the new one.
+  ring.kick.reset();
+  ++generation_;
   bool any = false;
   for (const Ring& r : rings_) any = any || r.started;
   if (!any && device_active_) {
@@ -719,18 +724,20 @@ void Backend::ResetState() {
 void Backend::OnKick(uint16_t index) {
   if (index >= rings_.size() || !rings_[index].kick.valid()) return;
   Ring& ring = rings_[index];
-  // Drain the eventfd (one read; a hostile pipe gets a bounded number).
-  for (int i = 0; i < 16; ++i) {
-    uint64_t value;
-    const ssize_t n = read(ring.kick.get(), &value, sizeof(value));
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+  // One read drains an eventfd (it returns and clears the whole counter);
+  // reading again for EAGAIN would cost a syscall per kick. Whatever else a
+  // front-end passed (a pipe holding more bytes) stays readable and comes
+  // back next round: bounded work per call either way.
+  uint64_t value;
+  ssize_t n;
+  do {
+    n = read(ring.kick.get(), &value, sizeof(value));
+  } while (n < 0 && errno == EINTR);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
     // End of file or an error: this fd will never work as a kick.
     Log(absl::StrFormat("vring %u: kick fd unusable; dropped", index));
     ring.kick.reset();
     ++generation_;
-    break;
   }
   if (device_active_ && !needs_reset_ && ring.started && RingEnabled(ring)) {
     ++stats_.kicks;

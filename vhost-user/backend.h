@@ -34,8 +34,9 @@
 // DeviceContext is this Backend) when every ring that has been configured
 // is started, and rings that start later join it; each ring is processed once
 // when it starts (buffers may have been posted before the back end took
-// over). GET_VRING_BASE stops a ring and answers its next avail index; when
-// no ring is left started the device is reset. A disconnect stops
+// over). GET_VRING_BASE stops a ring, closes its kick fd (a stopped ring
+// starts again only with a new SET_VRING_KICK) and answers its next avail
+// index; when no ring is left started the device is reset. A disconnect stops
 // everything, flushes and resets the device, unmaps memory, closes every fd,
 // and the back end accepts the next front-end.
 //

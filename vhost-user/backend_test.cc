@@ -117,6 +117,7 @@ class RngTest : public BackendTest {
     Pump();
     return fe_->ring(0).PopUsed();
   }
+  void StopThenRestartWithoutDisable(bool protocol_bit);
   virtio::RngDevice rng_;
 };
 
@@ -176,6 +177,49 @@ TEST_F(RngTest, GetVringBaseStopsTheRingAndReturnsNextAvail) {
   EXPECT_EQ(fe_->ring(0).used_idx(), 4u);
   ASSERT_OK_AND_ASSIGN(uint32_t base, fe_->GetVringBase(0));
   EXPECT_EQ(base, 4u);
+}
+
+// GET_VRING_BASE alone stops a ring (the front-end need not disable it
+// first, and without the protocol-features bit rings are always enabled):
+// it starts again only with a new SET_VRING_KICK, so that the SET_VRING_NUM,
+// SET_VRING_BASE and SET_VRING_ADDR of QEMU's restart sequence are taken and
+// the ring resumes from the base the front-end sends.
+void RngTest::StopThenRestartWithoutDisable(bool protocol_bit) {
+  const uint64_t bit = protocol_bit ? uint64_t{1} << kFProtocolFeatures : 0;
+  ASSERT_OK(fe_->Init());
+  ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(256)}, protocol_bit));
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(RngRequest(16).has_value());
+  ASSERT_OK_AND_ASSIGN(uint32_t base, fe_->GetVringBase(0));
+  EXPECT_EQ(base, 2u);
+  EXPECT_FALSE(backend_->device_active());
+  // A chain posted while stopped; the stopped ring ignores its kick.
+  EXPECT_FALSE(RngRequest(16).has_value());
+  // vhost_dev_start again: features, table, then the ring.
+  ASSERT_OK(fe_->SetFeatures(kVersion1Bit | bit));
+  ASSERT_OK(fe_->SetMemTable());
+  ASSERT_OK(fe_->SetVringNum(0, 256));
+  ASSERT_OK(fe_->SetVringBase(0, 2));
+  ASSERT_OK(fe_->SetVringAddr(0, Layout(256)));
+  EXPECT_FALSE(backend_->device_active());
+  ASSERT_OK(fe_->SetVringKick(0));
+  ASSERT_OK(fe_->SetVringCall(0));
+  if (protocol_bit) ASSERT_OK(fe_->SetVringEnable(0, 1));
+  EXPECT_TRUE(backend_->device_active());
+  // The chain posted while stopped is served from base 2.
+  std::optional<VirtqUsedElem> used = fe_->ring(0).PopUsed();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_EQ(used->len, 16u);
+  EXPECT_EQ(backend_->stats().refused, 0u);
+  ASSERT_OK_AND_ASSIGN(base, fe_->GetVringBase(0));
+  EXPECT_EQ(base, 3u);
+}
+
+TEST_F(RngTest, StoppedRingRestartsOnNewKickOnly) {
+  StopThenRestartWithoutDisable(/*protocol_bit=*/false);
+}
+
+TEST_F(RngTest, StoppedRingRestartsOnNewKickOnlyWithProtocolBit) {
+  StopThenRestartWithoutDisable(/*protocol_bit=*/true);
 }
 
 TEST_F(RngTest, RingsStartEnabledWithoutProtocolFeaturesBit) {
@@ -563,6 +607,31 @@ TEST_F(HostileTest, MalformedChainStopsTheDeviceAndSignalsErr) {
   // Stopping and restarting the ring recovers.
   ASSERT_OK(fe_->Stop().status());
   EXPECT_FALSE(backend_->device_active());
+}
+
+TEST_F(HostileTest, PipeAsKickFd) {
+  ASSERT_OK(fe_->Start(kVersion1Bit, {Layout(256)}));
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  ScopedFd r(p[0]), w(p[1]);
+  EXPECT_EQ(Ack(Request::kSetVringKick, EncodeU64(0), {&p[0], 1}), 0u);
+  r.reset();  // the back end has its own
+  ASSERT_OK(fe_->ring(0).AddChain({{kBuffer, 8, true}}).status());
+  const uint8_t bytes[24] = {};
+  ASSERT_EQ(write(w.get(), bytes, sizeof(bytes)), 24);
+  Pump();
+  EXPECT_TRUE(fe_->ring(0).PopUsed().has_value());
+  // One 8-byte read per kick (what drains an eventfd); the pipe's other
+  // bytes keep it readable for the next rounds.
+  EXPECT_EQ(backend_->stats().kicks, 3u);
+  // The writer gone: end of file, the kick fd is dropped, the front-end
+  // stays connected.
+  w.reset();
+  Pump();
+  EXPECT_TRUE(backend_->connected());
+  for (const Backend::Watch& watch : backend_->watches()) {
+    EXPECT_NE(watch.source, Backend::Source::kKick);
+  }
 }
 
 TEST_F(HostileTest, ResetDeviceForgetsTheSetup) {

@@ -17,6 +17,8 @@ namespace {
 // True if [base, base + size) wraps around 2^64 (size > 0).
 bool Wraps(uint64_t base, uint64_t size) { return base + (size - 1) < base; }
 
+constexpr uint64_t kAlignment = 16;
+
 bool Overlap(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size) {
   return a <= b + (b_size - 1) && b <= a + (a_size - 1);
 }
@@ -49,6 +51,15 @@ absl::StatusOr<std::unique_ptr<VhostUserMemory>> VhostUserMemory::Map(
           "memory region %u [guest 0x%x, user 0x%x, offset 0x%x, +0x%x) wraps "
           "around the address space",
           i, r.guest_addr, r.user_addr, r.mmap_offset, r.size));
+    }
+    // The rings' indices are accessed atomically at the alignment the
+    // guest gave them: the mapping must keep it (16, the descriptor table's,
+    // covers every ring field).
+    if ((r.mmap_offset - r.guest_addr) % kAlignment != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "memory region %u: mmap offset 0x%x and guest address 0x%x differ "
+          "modulo %u, so guest-aligned accesses would be misaligned",
+          i, r.mmap_offset, r.guest_addr, kAlignment));
     }
     for (size_t j = 0; j < i; ++j) {
       const MemRegion& o = regions[j];

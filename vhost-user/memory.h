@@ -14,7 +14,9 @@
 //
 // What Map() refuses (kInvalidArgument): no regions or more than
 // kMaxMemRegions, a zero size, a range that wraps around 2^64 in guest, user
-// or file-offset space, regions overlapping in guest or in user space, an
+// or file-offset space, an mmap offset and guest address that differ modulo
+// 16 (a guest-aligned ring index would be misaligned in the mapping),
+// regions overlapping in guest or in user space, an
 // fd count different from the region count, and a region that extends
 // beyond the end of its file (a regular file or memfd, checked with fstat:
 // touching such a mapping would raise SIGBUS). mmap(2) failures keep their

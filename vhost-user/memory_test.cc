@@ -84,6 +84,17 @@ TEST_F(MemoryTest, MapsRegionsAtTheirOffsetsAndTranslatesUserAddresses) {
   EXPECT_EQ(mem->sealed_regions(), 0u);
 }
 
+TEST_F(MemoryTest, HostAddressesKeepTheGuestAlignment) {
+  // Offset and guest address both 8 past a 16-byte boundary: accepted, and
+  // a 16-byte-aligned guest address is 16-byte aligned in the mapping.
+  ASSERT_OK_AND_ASSIGN(
+      auto mem,
+      Map({{.guest_addr = 0x10008, .size = 8192, .mmap_offset = 0x1008}}));
+  ASSERT_OK_AND_ASSIGN(absl::Span<uint8_t> span, mem->Translate(0x10010, 16));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(span.data()) % 16, 0u);
+  EXPECT_EQ(span[0], static_cast<uint8_t>(0x1010 * 3));
+}
+
 TEST_F(MemoryTest, CountsSealedRegions) {
   ScopedFd sealed(memfd_create("sealed", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   ASSERT_EQ(ftruncate(sealed.get(), 1 << 20), 0);
@@ -119,6 +130,11 @@ TEST_F(MemoryTest, Refusals) {
       {{{.guest_addr = 0, .size = kFileSize, .mmap_offset = 4096}},
        "extends beyond the end of its file"},
       {{{.guest_addr = 0, .size = 2 * kFileSize}}, "beyond the end"},
+      // Guest-aligned ring indices would be misaligned in the host mapping
+      // (atomic accesses to them undefined).
+      {{{.guest_addr = 0, .size = 4096, .mmap_offset = 1}}, "differ modulo 16"},
+      {{{.guest_addr = 0x1008, .size = 4096, .mmap_offset = 0x10}},
+       "differ modulo 16"},
   };
   for (const Case& c : cases) {
     EXPECT_THAT(Map(c.table), StatusIs(absl::StatusCode::kInvalidArgument,
