@@ -10,7 +10,23 @@ VMMKIT_BUILD_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 
+# tools/guest-image: the test guest's initramfs (the kernel is downloaded with
+# apt-get download, not installed; kmod's modinfo checks the load order).
+VMMKIT_GUEST_IMAGE_PACKAGES=(busybox-static cpio kmod)
+# tools/qemu-interop and benches/vhost_user_blk_e2e.sh: QEMU (TCG), ip netns for
+# the net test, busybox nc as the TCP peer.
+VMMKIT_INTEROP_PACKAGES=(qemu-system-x86 iproute2 busybox-static)
+
 _vmmkit_apt_updated=0
+
+# apt_update: apt-get update, once per process.
+apt_update() {
+  [ "$_vmmkit_apt_updated" -eq 0 ] || return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+  _vmmkit_apt_updated=1
+}
 
 # ensure_packages PKG...: installs the Debian packages that are not installed yet
 # (apt-get update once, then apt-get install -y), as root or through sudo.
@@ -26,10 +42,7 @@ ensure_packages() {
   local sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   echo "== installing: ${missing[*]}"
-  if [ "$_vmmkit_apt_updated" -eq 0 ]; then
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
-    _vmmkit_apt_updated=1
-  fi
+  apt_update || return 1
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/tmp/vmmkit-apt.log 2>&1 || {
       tail -n 30 /tmp/vmmkit-apt.log
