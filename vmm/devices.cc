@@ -355,12 +355,17 @@ void DeviceSlot::OnReady(const PollFd& p) {
 }
 
 DeviceReport DeviceSlot::Report() const {
+  absl::MutexLock l(&mu_);
+  if (final_report_.has_value()) return *final_report_;
+  return ReportLocked();
+}
+
+DeviceReport DeviceSlot::ReportLocked() const {
   DeviceReport r;
   r.id = config_.id;
   r.type = config_.type;
   r.transport = config_.transport;
   r.pci_slot = address_.has_value() ? address_->device : 0;
-  absl::MutexLock l(&mu_);
   const virtio::DeviceState& st = function_->state();
   r.status = st.status();
   r.driver_legacy = st.status() != 0 && st.legacy();
@@ -405,6 +410,7 @@ DeviceReport DeviceSlot::Report() const {
 absl::Status DeviceSlot::FlushAndReset() {
   absl::MutexLock l(&mu_);
   absl::Status s = device_->Flush();
+  final_report_ = ReportLocked();
   function_->state().Reset();
   return s;
 }

@@ -101,8 +101,10 @@ class DeviceSlot {
   // The I/O thread saw `p` readable.
   void OnReady(const PollFd& p);
 
+  // What the driver did; after FlushAndReset, as it was just before.
   DeviceReport Report() const;
-  // Flushes the device (disks: fdatasync) and resets it (at VM stop).
+  // Flushes the device (disks: fdatasync), keeps its final report and
+  // resets it (at VM stop).
   absl::Status FlushAndReset();
 
   // Console without output_path only (kFailedPrecondition otherwise).
@@ -121,6 +123,7 @@ class DeviceSlot {
   DeviceSlot(DeviceConfig config, VmFd* vm);
   void DrainConsoleOutput();
   void EchoNetFrames() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  DeviceReport ReportLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DeviceConfig config_;
   VmFd* const vm_;
@@ -134,6 +137,7 @@ class DeviceSlot {
   // The far side of an echo backend.
   std::unique_ptr<virtio::LoopbackNetBackend> net_peer_ ABSL_GUARDED_BY(mu_);
   std::vector<uint8_t> echo_buffer_ ABSL_GUARDED_BY(mu_);
+  std::optional<DeviceReport> final_report_ ABSL_GUARDED_BY(mu_);
 
   // Guarded by the bus lock (the caller's) once attached.
   std::vector<Ioevent> ioevents_;

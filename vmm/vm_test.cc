@@ -326,6 +326,83 @@ TEST_F(VmTest, SerialInputReachesRbr) {
   EXPECT_EQ(vm->ConsoleOutput(), "Z");
 }
 
+// A polled legacy virtio-rng driver: finds BAR 0 through 0xCF8/0xCFC, sets
+// up queue 0 at PFN 0x200 with one 16-byte device-writable buffer, kicks it
+// (through the ioeventfd on QUEUE_NOTIFY: no exit), waits for the used ring
+// and exits with the used length.
+class LegacyRngTest : public VmTest,
+                      public ::testing::WithParamInterface<Transport> {};
+
+TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
+  std::vector<uint8_t> c;
+  MovDx(c, 0xcf8);
+  MovEax(c, 0x80000810);  // 00:01.0 BAR 0
+  c.push_back(0xef);
+  MovDx(c, 0xcfc);
+  c.push_back(0xed);
+  Emit(c, {0x25, 0xfc, 0xff, 0x00, 0x00});  // and eax, 0xfffc
+  Emit(c, {0x89, 0xc3});                    // mov ebx, eax
+  auto lea = [&](uint8_t off) { Emit(c, {0x8d, 0x53, off}); };  // edx=rbx+off
+  lea(18);
+  OutAl(c, 3);  // status ACKNOWLEDGE | DRIVER
+  lea(4);
+  Emit(c, {0x31, 0xc0, 0xef});  // guest features 0
+  lea(14);
+  Emit(c, {0x31, 0xc0, 0x66, 0xef});  // queue select 0
+  lea(8);
+  MovEax(c, 0x200);
+  c.push_back(0xef);                        // queue PFN
+  Emit(c, {0xbf, 0x00, 0x00, 0x20, 0x00});  // mov edi, 0x200000
+  auto store = [&](std::initializer_list<uint8_t> modrm, uint32_t v) {
+    c.push_back(0xc7);
+    c.insert(c.end(), modrm);
+    Imm32(c, v);
+  };
+  store({0x07}, 0x300000);  // desc[0].addr
+  store({0x47, 0x04}, 0);   //   (high)
+  store({0x47, 0x08}, 16);  // desc[0].len
+  store({0x47, 0x0c}, 2);   // desc[0].flags = WRITE, next 0
+  // avail.ring[0] = 0, then avail.flags = 0, avail.idx = 1
+  Emit(c, {0x66, 0xc7, 0x87, 0x04, 0x10, 0x00, 0x00, 0x00, 0x00});
+  store({0x87, 0x00, 0x10, 0x00, 0x00}, 0x00010000);
+  lea(18);
+  OutAl(c, 7);  // DRIVER_OK
+  lea(16);
+  Emit(c, {0x31, 0xc0, 0x66, 0xef});  // QUEUE_NOTIFY 0
+  // loop: movzx eax, word [rdi+0x2002]; test eax, eax; jz loop
+  Emit(c, {0x0f, 0xb7, 0x87, 0x02, 0x20, 0x00, 0x00, 0x85, 0xc0, 0x74, 0xf5});
+  Emit(c, {0x8b, 0x87, 0x08, 0x20, 0x00, 0x00});  // used.ring[0].len
+  MovDx(c, 0x501);
+  Emit(c, {0xef, 0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->AddDevice({.id = "rng",
+                           .type = virtio::DeviceType::kRng,
+                           .transport = GetParam(),
+                           .params = RngParams{}}));
+  ASSERT_OK(vm->Start());
+  absl::Status s = vm->WaitStopped(absl::Seconds(20));
+  if (!s.ok()) (void)vm->Stop(absl::ZeroDuration());
+  ASSERT_OK(s);
+  EXPECT_EQ(vm->exit_code(), 16) << vm->stop_reason();
+  // 8 port exits: the notify went to the ioeventfd.
+  EXPECT_EQ(vm->Metrics().exits_io, 8u);
+  std::vector<DeviceReport> d = vm->Devices();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_TRUE(d[0].driver_legacy);
+  EXPECT_EQ(d[0].requests, 1u);
+  EXPECT_EQ(d[0].bytes, 16u);
+  EXPECT_EQ(d[0].notifications, 1u);
+  EXPECT_EQ(d[0].queue_sizes, std::vector<uint16_t>{256});
+  // As the driver left it (the device itself is reset at stop).
+  EXPECT_EQ(d[0].status, 7);
+  EXPECT_EQ(d[0].negotiated_features, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, LegacyRngTest,
+                         ::testing::Values(Transport::kPciLegacy,
+                                           Transport::kPciTransitional));
+
 int CountFds() {
   int n = 0;
   DIR* d = opendir("/proc/self/fd");
