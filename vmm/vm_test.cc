@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -330,15 +331,23 @@ TEST_F(VmTest, SerialInputReachesRbr) {
 // up queue 0 at PFN 0x200 with one 16-byte device-writable buffer, kicks it
 // (through the ioeventfd on QUEUE_NOTIFY: no exit), waits for the used ring
 // and exits with the used length.
-class LegacyRngTest : public VmTest,
-                      public ::testing::WithParamInterface<Transport> {};
+// With move_bar, the guest first moves BAR 0 to 0xd000 (as a kernel may
+// re-program it): the ioeventfd must follow.
+class LegacyRngTest
+    : public VmTest,
+      public ::testing::WithParamInterface<std::tuple<Transport, bool>> {};
 
 TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
+  const auto [transport, move_bar] = GetParam();
   std::vector<uint8_t> c;
   MovDx(c, 0xcf8);
   MovEax(c, 0x80000810);  // 00:01.0 BAR 0
   c.push_back(0xef);
   MovDx(c, 0xcfc);
+  if (move_bar) {
+    MovEax(c, 0xd000);
+    c.push_back(0xef);  // out dx, eax: BAR 0 = 0xd000
+  }
   c.push_back(0xed);
   Emit(c, {0x25, 0xfc, 0xff, 0x00, 0x00});  // and eax, 0xfffc
   Emit(c, {0x89, 0xc3});                    // mov ebx, eax
@@ -378,15 +387,15 @@ TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
   ASSERT_NE(vm, nullptr);
   ASSERT_OK(vm->AddDevice({.id = "rng",
                            .type = virtio::DeviceType::kRng,
-                           .transport = GetParam(),
+                           .transport = transport,
                            .params = RngParams{}}));
   ASSERT_OK(vm->Start());
   absl::Status s = vm->WaitStopped(absl::Seconds(20));
   if (!s.ok()) (void)vm->Stop(absl::ZeroDuration());
   ASSERT_OK(s);
   EXPECT_EQ(vm->exit_code(), 16) << vm->stop_reason();
-  // 8 port exits: the notify went to the ioeventfd.
-  EXPECT_EQ(vm->Metrics().exits_io, 8u);
+  // 8 port exits (9 with the BAR write): the notify went to the ioeventfd.
+  EXPECT_EQ(vm->Metrics().exits_io, move_bar ? 9u : 8u);
   std::vector<DeviceReport> d = vm->Devices();
   ASSERT_EQ(d.size(), 1u);
   EXPECT_TRUE(d[0].driver_legacy);
@@ -399,9 +408,41 @@ TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
   EXPECT_EQ(d[0].negotiated_features, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, LegacyRngTest,
-                         ::testing::Values(Transport::kPciLegacy,
-                                           Transport::kPciTransitional));
+INSTANTIATE_TEST_SUITE_P(
+    Modes, LegacyRngTest,
+    ::testing::Combine(::testing::Values(Transport::kPciLegacy,
+                                         Transport::kPciTransitional),
+                       ::testing::Bool()));
+
+TEST_F(VmTest, I8042ResetPowersOff) {
+  std::vector<uint8_t> c;
+  Print(c, "bye");
+  MovDx(c, 0x64);
+  OutAl(c, 0xfe);
+  Emit(c, {0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->WaitStopped(absl::Seconds(20)));
+  EXPECT_EQ(vm->exit_code(), 0);
+  EXPECT_OK(vm->stop_reason());
+  EXPECT_EQ(vm->ConsoleOutput(), "bye");
+}
+
+// int3 with no IDT: a triple fault. The VM stops with the reason; the VMM
+// survives.
+TEST_F(VmTest, TripleFaultStopsWithReason) {
+  std::vector<uint8_t> c;
+  Emit(c, {0xcc, 0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->Start());
+  absl::Status s = vm->WaitStopped(absl::Seconds(20));
+  if (!s.ok()) (void)vm->Stop(absl::ZeroDuration());
+  ASSERT_OK(s);
+  EXPECT_EQ(vm->exit_code(), std::nullopt);
+  EXPECT_THAT(vm->stop_reason(), StatusIs(absl::StatusCode::kInternal));
+}
 
 int CountFds() {
   int n = 0;
