@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -499,6 +500,44 @@ TEST_F(VmTest, DestroyWhileRunning) {
   ASSERT_OK(vm->Start());
   absl::SleepFor(absl::Milliseconds(50));
   vm.reset();  // must stop and join, not hang
+}
+
+// The gRPC layer may call Stop (and the accessors) from several threads at
+// once, and stop a paused VM.
+TEST_F(VmTest, ConcurrentStopOfPausedVm) {
+  std::vector<uint8_t> c;
+  Emit(c, {0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c, 2);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->Pause());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      if (vm->Stop(absl::Seconds(1)).ok()) ++ok;
+      (void)vm->Devices();
+      (void)vm->state();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(vm->state(), VmState::kStopped);
+  EXPECT_THAT(vm->stop_reason(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(vm->Resume(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(VmTest, StopBeforeStart) {
+  std::vector<uint8_t> c;
+  Exit(c, 0);
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  EXPECT_THAT(vm->WaitStopped(absl::Milliseconds(10)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_OK(vm->Stop(absl::Seconds(1)));
+  EXPECT_EQ(vm->state(), VmState::kStopped);
+  EXPECT_THAT(vm->Start(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(vm->exit_code(), std::nullopt);
 }
 
 TEST(KvmProbe, IsPvmMatchesSysfs) {
