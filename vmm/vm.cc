@@ -294,7 +294,17 @@ absl::Status VmImpl::Init() {
   VMMKIT_RETURN_IF_ERROR(WriteLongModeTables(*memory_, boot_.kind));
 
   absl::MutexLock l(&io_mu_);
-  bus_ = std::make_unique<pci::RootBus>();
+  // Contract A: every BAR in the 32-bit window [0xC0000000, 0xE0000000)
+  // below the IOAPIC and LAPIC (64-bit BARs too: the identity map a test
+  // guest starts with covers 4 GiB), I/O BARs from 0xC000. No ECAM: nothing
+  // tells a guest without ACPI where it is, and its default address would
+  // sit inside RAM above 2.75 GiB.
+  pci::RootBus::Options bus_options;
+  bus_options.io = {0xc000, 0x4000};
+  bus_options.mmio32 = {kMaxRamSize, 0x20000000};
+  bus_options.mmio64 = {0, 0};
+  bus_options.ecam_base = 0;
+  bus_ = std::make_unique<pci::RootBus>(bus_options);
   uart_ = std::make_unique<Serial8250>(
       [this](absl::string_view out) { AppendConsole(out); },
       [this](bool level) { (void)vm_->IrqLine(kCom1Irq, level); });

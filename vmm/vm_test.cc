@@ -158,6 +158,42 @@ TEST_F(VmTest, PciConfigThroughCf8) {
   EXPECT_EQ(devs[0].status, 0);
 }
 
+// A modern device's BARs (MSI-X BAR 1, 64-bit BAR 4) land below 4 GiB in
+// the 32-bit window: the guest reads BAR 4's low and high dwords and exits
+// with (high != 0) << 31 | low >> 4.
+TEST_F(VmTest, ModernBarsBelow4GiB) {
+  std::vector<uint8_t> c;
+  MovDx(c, 0xcf8);
+  MovEax(c, 0x80000820);  // 00:01.0 BAR 4
+  c.push_back(0xef);
+  MovDx(c, 0xcfc);
+  Emit(c, {0xed, 0x89, 0xc3});  // in eax, dx ; mov ebx, eax
+  MovDx(c, 0xcf8);
+  MovEax(c, 0x80000824);  // BAR 5: the upper half
+  c.push_back(0xef);
+  MovDx(c, 0xcfc);
+  c.push_back(0xed);
+  // ecx = (eax != 0) << 31 ; eax = ebx >> 4 | ecx
+  Emit(c, {0x31, 0xc9, 0x85, 0xc0, 0x0f, 0x95, 0xc1, 0xc1, 0xe1, 0x1f});
+  Emit(c, {0x89, 0xd8, 0xc1, 0xe8, 0x04, 0x09, 0xc8});
+  MovDx(c, 0x501);
+  Emit(c, {0xef, 0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->AddDevice({.id = "rng",
+                           .type = virtio::DeviceType::kRng,
+                           .transport = Transport::kPciModern,
+                           .params = RngParams{}}));
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->WaitStopped(absl::Seconds(20)));
+  ASSERT_TRUE(vm->exit_code().has_value());
+  const uint32_t v = static_cast<uint32_t>(*vm->exit_code());
+  EXPECT_EQ(v >> 31, 0u) << "BAR 4 above 4 GiB";
+  const uint64_t bar = uint64_t{v & 0x7fffffff} << 4 & ~uint64_t{0xf};
+  EXPECT_GE(bar, 0xc0000000u);
+  EXPECT_LT(bar, 0xe0000000u);
+}
+
 TEST_F(VmTest, AddDeviceErrors) {
   std::vector<uint8_t> c;
   Exit(c, 0);
