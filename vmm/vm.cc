@@ -218,7 +218,8 @@ class VmImpl {
 
   // Fixed once Start() begins (AddDevice/RemoveDevice refuse after).
   std::vector<std::unique_ptr<DeviceSlot>> slots_;
-  std::vector<std::unique_ptr<VcpuFd>> vcpus_;
+  // Filled (under state_mu_) when the threads start; fixed after.
+  std::vector<std::unique_ptr<VcpuFd>> vcpus_ ABSL_GUARDED_BY(state_mu_);
 
   mutable absl::Mutex state_mu_;
   absl::CondVar state_cv_;
@@ -437,12 +438,13 @@ absl::Status VmImpl::Start() {
   }
   absl::StatusOr<std::vector<kvm_cpuid_entry2>> cpuid = kvm_->SupportedCpuid();
   if (!cpuid.ok()) return fail(cpuid.status());
+  std::vector<std::unique_ptr<VcpuFd>> vcpus;
   for (int i = 0; i < config_.vcpus; ++i) {
     absl::StatusOr<std::unique_ptr<VcpuFd>> cpu =
         vm_->CreateVcpu(static_cast<uint32_t>(i));
     if (!cpu.ok()) return fail(cpu.status());
     if (absl::Status s = SetupVcpu(**cpu, i, *cpuid); !s.ok()) return fail(s);
-    vcpus_.push_back(*std::move(cpu));
+    vcpus.push_back(*std::move(cpu));
   }
   // The I/O thread's epoll set: every slot's fds, edge-triggered, and a
   // stop eventfd.
@@ -474,6 +476,7 @@ absl::Status VmImpl::Start() {
   absl::MutexLock l(&state_mu_);
   state_ = VmState::kRunning;
   starting_ = false;
+  vcpus_ = std::move(vcpus);
   vcpus_running_ = config_.vcpus;
   vcpu_handles_.resize(config_.vcpus);
   for (int i = 0; i < config_.vcpus; ++i) {
@@ -502,7 +505,7 @@ void VmImpl::IoLoop() {
 
 void VmImpl::KickAll() {
   for (size_t i = 0; i < vcpus_.size(); ++i) {
-    vcpus_[i]->set_immediate_exit(true);
+    vcpus_[i]->set_immediate_exit(true);  // a field of the shared kvm_run
     if (i < vcpu_handles_.size()) pthread_kill(vcpu_handles_[i], KickSignal());
   }
 }
@@ -518,7 +521,12 @@ void VmImpl::RequestStop(std::optional<int> code, absl::Status why) {
 }
 
 void VmImpl::VcpuLoop(int index) {
-  VcpuFd& cpu = *vcpus_[index];
+  VcpuFd* cpu_ptr;
+  {
+    absl::MutexLock l(&state_mu_);
+    cpu_ptr = vcpus_[index].get();
+  }
+  VcpuFd& cpu = *cpu_ptr;
   for (;;) {
     {
       absl::MutexLock l(&state_mu_);
@@ -758,13 +766,14 @@ void VmImpl::JoinVcpus() {
 void VmImpl::Shutdown() {
   (void)Stop(absl::ZeroDuration());
   {
-    // Never started: no thread to join.
+    // No kicks after this point: the threads end.
     absl::MutexLock l(&state_mu_);
     vcpu_handles_.clear();
   }
   JoinVcpus();
   if (io_thread_.joinable()) io_thread_.join();
   slots_.clear();
+  absl::MutexLock l(&state_mu_);
   vcpus_.clear();
 }
 
