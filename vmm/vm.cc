@@ -376,6 +376,16 @@ absl::Status VmImpl::SetupVcpu(VcpuFd& cpu, int index,
   fpu.fcw = 0x37f;
   fpu.mxcsr = 0x1f80;
   VMMKIT_RETURN_IF_ERROR(cpu.SetFpu(fpu));
+  // As firmware leaves them: fast strings on, MTRRs enabled with write-back
+  // as the default type (with MTRRs off, Linux also leaves PAT off).
+  // Best effort: a KVM that refuses one of these still runs the guest.
+  kvm_msr_entry misc = {};
+  misc.index = 0x1a0;  // IA32_MISC_ENABLE
+  misc.data = 1;       // fast-string enable
+  kvm_msr_entry mtrr = {};
+  mtrr.index = 0x2ff;  // IA32_MTRR_DEF_TYPE
+  mtrr.data = (1 << 11) | 6;
+  (void)cpu.SetMsrs({misc, mtrr});
   if (index != 0) return absl::OkStatus();  // APs wait for INIT/SIPI
   VMMKIT_ASSIGN_OR_RETURN(kvm_sregs sregs, cpu.GetSregs());
   SetLongModeSregs(boot_.kind, &sregs);
