@@ -87,7 +87,7 @@ struct DeviceConfig {
 
 struct VmConfig {
   int vcpus = 1;              // 1..kMaxVcpus
-  uint64_t memory_mib = 256;  // 16..3072 (RAM stays below the PCI hole)
+  uint64_t memory_mib = 256;  // 4..3072 (RAM stays below the PCI hole)
   std::string kernel;         // ELF64 test guest or bzImage
   std::string initrd;         // optional, bzImage only
   std::string cmdline;        // up to 4095 bytes
