@@ -1,0 +1,4 @@
+#include "tests/vmm_guest/scenarios.h"
+namespace vmmkit::tests::vmm_guest {
+int RunHostile(const Options&, DmaArena&) { return 1; }
+}  // namespace vmmkit::tests::vmm_guest
