@@ -259,12 +259,14 @@ void InterruptsInit() {
     lo |= 1u << 11;
     asm volatile("wrmsr" : : "a"(lo), "d"(hi), "c"(0x1b));
   }
+  // Software enable first: while the APIC is software-disabled every LVT
+  // entry stays masked (SDM vol. 3 §11.4.7.2), whatever is written.
+  LapicWrite(kLapicSvr, 0x100 | kSpuriousVector);
   LapicWrite(kLapicTpr, 0);
   LapicWrite(kLapicLvtLint0, kLvtMasked);
   LapicWrite(kLapicLvtLint1, kLvtMasked);
-  LapicWrite(kLapicTimerDivide, 0xb);              // divide by 1
-  LapicWrite(kLapicLvtTimer, kTimerVector);        // one-shot
-  LapicWrite(kLapicSvr, 0x100 | kSpuriousVector);  // software enable
+  LapicWrite(kLapicTimerDivide, 0xb);        // divide by 1
+  LapicWrite(kLapicLvtTimer, kTimerVector);  // one-shot
 }
 
 uint32_t LapicId() { return LapicRead(kLapicId) >> 24; }
