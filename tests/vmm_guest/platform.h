@@ -77,10 +77,12 @@ class GuestPlatform final : public virtio_pci::PlatformAccess {
   }
   uint64_t MmioRead(uint64_t address, int width) override {
     ++mmio_reads;
+    if (!EnsureMapped(address)) return ~uint64_t{0};
     return vmm_guest::MmioRead(address, width);
   }
   void MmioWrite(uint64_t address, uint64_t value, int width) override {
     ++mmio_writes;
+    if (!EnsureMapped(address)) return;
     vmm_guest::MmioWrite(address, value, width);
   }
   uint64_t AllocDma(uint64_t size, uint64_t align) override {

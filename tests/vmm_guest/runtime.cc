@@ -60,6 +60,9 @@ void IoapicWrite(uint32_t reg, uint32_t value) {
   MmioWrite(kIoapicBase + 0x10, value, 4);
 }
 
+alignas(4096) uint64_t g_table_pool[16][512];
+int g_tables_used = 0;
+
 uint64_t ReadCr2() {
   uint64_t v;
   asm volatile("mov %%cr2, %0" : "=r"(v));
@@ -114,6 +117,36 @@ extern "C" void InterruptEntry(uint64_t vector, uint64_t* frame) {
     ++g_stats.unexpected;
     Eoi();
   }
+}
+
+bool EnsureMapped(uint64_t address) {
+  if (address < (uint64_t{4} << 30)) return true;
+  if (address >> 48 != 0) return false;  // beyond 4-level paging
+  constexpr uint64_t kPresent = 1, kWritable = 2, kPwt = 8, kPcd = 16,
+                     kLarge = 0x80, kAddr = 0x000ffffffffff000ull;
+  uint64_t cr3;
+  asm volatile("mov %%cr3, %0" : "=r"(cr3));
+  auto* table = reinterpret_cast<uint64_t*>(cr3 & kAddr);
+  // PML4 -> PDPT -> PD: create what is missing.
+  for (int shift = 39; shift > 21; shift -= 9) {
+    uint64_t& e = table[(address >> shift) & 511];
+    if ((e & kPresent) == 0) {
+      if (g_tables_used >= 16) return false;
+      uint64_t* t = g_table_pool[g_tables_used++];
+      memset(t, 0, 4096);
+      e = reinterpret_cast<uint64_t>(t) | kPresent | kWritable;
+    } else if ((e & kLarge) != 0) {
+      return true;  // already a large mapping
+    }
+    table = reinterpret_cast<uint64_t*>(e & kAddr);
+  }
+  uint64_t& pde = table[(address >> 21) & 511];
+  if ((pde & kPresent) == 0) {
+    pde = (address & ~uint64_t{0x1fffff}) | kPresent | kWritable | kLarge |
+          kPwt | kPcd;
+    asm volatile("invlpg (%0)" : : "r"(address) : "memory");
+  }
+  return true;
 }
 
 uint64_t MmioRead(uint64_t address, int width) {

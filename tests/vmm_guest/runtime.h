@@ -47,6 +47,11 @@ inline void Outl(uint16_t port, uint32_t v) {
   asm volatile("outl %0, %1" : : "a"(v), "Nd"(port));
 }
 uint64_t MmioRead(uint64_t address, int width);
+// The boot page tables map the first 4 GiB only; 64-bit BARs may sit far
+// above (vmmkit and QEMU's q35 put them at 512 GiB, as firmware does). Maps
+// the 2 MiB page holding `address` (uncached) if it is not mapped yet, with
+// tables from a small static pool; false when the pool is exhausted.
+bool EnsureMapped(uint64_t address);
 void MmioWrite(uint64_t address, uint64_t value, int width);
 inline uint64_t Rdtsc() {
   uint32_t lo, hi;
