@@ -238,7 +238,11 @@ int CheckNet(VirtioPciDriver& d, GuestPlatform& p) {
   uint32_t len = 0;
   e = Roundtrip(d, 1, out, 2, &len);
   if (e != DriverError::kOk) return Fail("net", "send", e);
-  e = d.WaitUsed(0, nullptr, &len);
+  // The echo crosses the backend (a socket under QEMU): up to ~5 s.
+  e = DriverError::kTimeout;
+  for (int i = 0; i < 5 && e == DriverError::kTimeout; ++i) {
+    e = d.WaitUsed(0, nullptr, &len);
+  }
   if (e != DriverError::kOk) return Fail("net", "receive", e);
   const auto* got = reinterpret_cast<const uint8_t*>(rx);
   if (len != hdr_len + kFrame || memcmp(got + hdr_len, frame, kFrame) != 0) {

@@ -292,6 +292,11 @@ void InterruptsInit() {
     lo |= 1u << 11;
     asm volatile("wrmsr" : : "a"(lo), "d"(hi), "c"(0x1b));
   }
+  // The 8259 PICs stay fully masked: interrupts come through the IOAPIC
+  // and MSI only (firmware such as SeaBIOS leaves the PICs at vectors 8..15,
+  // where an ExtINT would look like an exception).
+  Outb(0x21, 0xff);
+  Outb(0xa1, 0xff);
   // Software enable first: while the APIC is software-disabled every LVT
   // entry stays masked (SDM vol. 3 §11.4.7.2), whatever is written.
   LapicWrite(kLapicSvr, 0x100 | kSpuriousVector);
