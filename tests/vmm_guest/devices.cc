@@ -236,11 +236,16 @@ int CheckNet(VirtioPciDriver& d, GuestPlatform& p) {
   for (uint32_t i = 14; i < kFrame; ++i) frame[i] = static_cast<uint8_t>(i * 7);
   const Buffer out[2] = {{txh, hdr_len, false}, {txf, kFrame, false}};
   uint32_t len = 0;
-  e = Roundtrip(d, 1, out, 2, &len);
-  if (e != DriverError::kOk) return Fail("net", "send", e);
-  // The echo crosses the backend (a socket under QEMU): up to ~5 s.
+  // Like a ping: send, wait up to ~1 s for the echo, send again (at most 3
+  // times). Under QEMU the echo crosses a UDP socket that, on a loaded host,
+  // now and then loses it; vmmkit's in-process echo must answer the first
+  // (the host test checks attempts=1).
+  int attempts = 0;
   e = DriverError::kTimeout;
-  for (int i = 0; i < 5 && e == DriverError::kTimeout; ++i) {
+  while (attempts < 3 && e == DriverError::kTimeout) {
+    ++attempts;
+    DriverError s = Roundtrip(d, 1, out, 2, &len);
+    if (s != DriverError::kOk) return Fail("net", "send", s);
     e = d.WaitUsed(0, nullptr, &len);
   }
   if (e != DriverError::kOk) return Fail("net", "receive", e);
@@ -251,9 +256,10 @@ int CheckNet(VirtioPciDriver& d, GuestPlatform& p) {
     return 1;
   }
   Printf(
-      "VMMKIT check=net result=ok bytes=%u hdr=%u "
+      "VMMKIT check=net result=ok bytes=%u hdr=%u attempts=%d "
       "mac=%02x:%02x:%02x:%02x:%02x:%02x\n",
-      kFrame, hdr_len, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+      kFrame, hdr_len, attempts, mac[0], mac[1], mac[2], mac[3], mac[4],
+      mac[5]);
   return 0;
 }
 

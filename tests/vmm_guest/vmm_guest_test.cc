@@ -338,6 +338,7 @@ TEST_F(GuestTest, ConsoleAndNet) {
   EXPECT_EQ(net->Get("result"), "ok") << net->text;
   EXPECT_EQ(net->Get("mac"), "52:54:00:ab:cd:ef");
   EXPECT_EQ(net->Get("hdr"), "12");
+  EXPECT_EQ(net->Get("attempts"), "1");  // the echo answered the first frame
   const vmm::DeviceReport* n = run.Device("net0");
   ASSERT_NE(n, nullptr);
   EXPECT_FALSE(n->driver_legacy);
