@@ -7,7 +7,8 @@
 //   msix=1|0            MSI-X through the LAPIC, or INTx through the IOAPIC
 //   devices=blk,rng,... which device types to drive (default: all found)
 //   qsize=N             lower modern queues to N (0: keep the device's)
-//   cpus=N              expect N vCPUs to arrive at the entry (report only)
+//   cpus=N              start the other N-1 vCPUs (INIT/SIPI) and report
+//                       how many came up; smp=0 leaves them waiting
 //   hostile=1           the hostile scenario instead of the device checks
 //   bench=1             the exit / round-trip measurements instead
 //   wait_stop=1         after the checks, wait for port 0x502 before exiting
@@ -150,11 +151,10 @@ extern "C" [[noreturn]] void GuestMain(const char* cmdline) {
   const uint32_t cpus =
       static_cast<uint32_t>(CmdlineNumber(cmdline, "cpus", 1));
   if (cpus > 1) {
-    // Other vCPUs that enter at _start check in (GuestApMain).
-    for (int i = 0; i < 200 && g_aps_started + 1 < cpus; ++i) {
-      WaitForInterrupt(1000);
-    }
-    Printf("VMMKIT smp expected=%u started=%u\n", cpus, g_aps_started + 1);
+    // The APs wait for INIT/SIPI; each checks in from GuestApMain.
+    const uint32_t aps =
+        CmdlineNumber(cmdline, "smp", 1) != 0 ? StartAps(cpus - 1) : 0;
+    Printf("VMMKIT smp expected=%u started=%u\n", cpus, aps + 1);
   }
   if (CmdlineNumber(cmdline, "bench", 0) != 0) {
     failures += RunBench(o, dma);

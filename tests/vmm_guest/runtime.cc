@@ -367,6 +367,35 @@ bool IntxTake(int gsi) {
 
 const InterruptStats& Interrupts() { return g_stats; }
 
+extern "C" const uint8_t ap_tramp_start[], ap_tramp_end[], ap_tramp_cr3[];
+
+uint32_t StartAps(uint32_t expected) {
+  constexpr uint64_t kTrampoline = 0x10000;  // SIPI vector 0x10
+  constexpr uint32_t kIcrLow = 0x300, kIcrHigh = 0x310;
+  constexpr uint32_t kAllButSelf = 3u << 18, kLevelAssert = 1u << 14,
+                     kInit = 5u << 8, kStartup = 6u << 8;
+  memcpy(reinterpret_cast<void*>(kTrampoline), ap_tramp_start,
+         static_cast<size_t>(ap_tramp_end - ap_tramp_start));
+  uint64_t cr3;
+  asm volatile("mov %%cr3, %0" : "=r"(cr3));
+  const uint32_t cr3_low = static_cast<uint32_t>(cr3);
+  memcpy(reinterpret_cast<void*>(kTrampoline + (ap_tramp_cr3 - ap_tramp_start)),
+         &cr3_low, 4);
+  LapicWrite(kIcrHigh, 0);
+  LapicWrite(kIcrLow, kAllButSelf | kLevelAssert | kInit);
+  WaitForInterrupt(10000);  // 10 ms
+  for (int i = 0; i < 2; ++i) {
+    LapicWrite(kIcrHigh, 0);
+    LapicWrite(kIcrLow, kAllButSelf | kLevelAssert | kStartup |
+                            static_cast<uint32_t>(kTrampoline >> 12));
+    WaitForInterrupt(1000);
+  }
+  for (int i = 0; i < 100 && g_aps_started < expected; ++i) {
+    WaitForInterrupt(1000);
+  }
+  return g_aps_started;
+}
+
 }  // namespace vmmkit::tests::vmm_guest
 
 // ---- What the compiler and the C++ ABI expect from a hosted environment.

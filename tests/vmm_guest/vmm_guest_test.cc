@@ -178,7 +178,9 @@ TEST_P(BlkRngTest, ProbeAndIo) {
     const ReportLine* smp =
         run.Find({{"smp", ""}, {"expected", std::to_string(c.vcpus)}});
     ASSERT_NE(smp, nullptr) << Describe(run);
-    std::cout << "[ smp ] " << smp->text << "\n";
+    // Every AP answered INIT/SIPI and reached long mode.
+    EXPECT_EQ(smp->Number("started"), static_cast<uint64_t>(c.vcpus))
+        << smp->text;
   }
 }
 
