@@ -34,6 +34,7 @@
 #include "vmm/devices.h"
 #include "vmm/kvm.h"
 #include "vmm/mptable.h"
+#include "vmm/msi_routes.h"
 #include "vmm/platform.h"
 
 namespace vmmkit::vmm {
@@ -210,6 +211,7 @@ class VmImpl {
   uint64_t ram_size_ = 0;
   std::unique_ptr<Kvm> kvm_;
   std::unique_ptr<VmFd> vm_;
+  std::unique_ptr<MsiRoutes> routes_;  // outlives the slots
   std::unique_ptr<virtqueue::GuestMemoryMmap> memory_;
   BootInfo boot_;
 
@@ -281,6 +283,8 @@ absl::Status VmImpl::Init() {
   VMMKIT_RETURN_IF_ERROR(vm_->SetIdentityMapAddr(kIdentityMapAddr));
   VMMKIT_RETURN_IF_ERROR(vm_->CreateIrqchip());
   VMMKIT_RETURN_IF_ERROR(vm_->CreatePit2());
+  routes_ = std::make_unique<MsiRoutes>(vm_.get());
+  VMMKIT_RETURN_IF_ERROR(routes_->Init());
   VMMKIT_RETURN_IF_ERROR(
       vm_->SetUserMemoryRegion(0, 0, ram_size_, memory_->regions()[0].host));
   VMMKIT_ASSIGN_OR_RETURN(
@@ -395,7 +399,7 @@ absl::Status VmImpl::Start() {
   {
     absl::MutexLock l(&io_mu_);
     for (auto& s : slots_) {
-      absl::Status st = s->Attach(*bus_);
+      absl::Status st = s->Attach(*bus_, *routes_);
       if (!st.ok()) return fail(st);
       pci_slots.push_back(s->address()->device);
     }
