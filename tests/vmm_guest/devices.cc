@@ -276,7 +276,7 @@ DriverError ProbeLikeLinux(VirtioPciDriver& d, GuestPlatform& p,
   const uint8_t pin = static_cast<uint8_t>(d.Cfg(0x3d, 1));
   if (pin != 0 && line < kIoapicPins) {
     p.set_gsi(line);
-    IoapicRoute(line, IntxVector(line));
+    IoapicRoute(line, IntxVector(line), p.lapic_id());
   }
   DriverOptions opts;
   opts.mode = o.legacy ? DriverMode::kLegacy : DriverMode::kModern;
@@ -284,7 +284,8 @@ DriverError ProbeLikeLinux(VirtioPciDriver& d, GuestPlatform& p,
   opts.features = features;
   opts.max_queue_size = o.qsize;
   opts.num_queues = num_queues;
-  opts.msi_address = kLapicBase;
+  // MSI address: 0xfee00000 | destination APIC id << 12.
+  opts.msi_address = kLapicBase | uint64_t{p.lapic_id()} << 12;
   opts.msi_data_base = p.msi_data_base();
   DriverError e = d.Probe(opts);
   if (e == DriverError::kUnsupported || e == DriverError::kNoCapability) {
@@ -297,10 +298,11 @@ DriverError ProbeLikeLinux(VirtioPciDriver& d, GuestPlatform& p,
   PrintLocation(d);
   Printf(
       " type=%u id=%04x:%04x rev=%u interface=%s msix=%d features=0x%lx "
-      "queues=%u qsize=%u irq=%u pin=%u\n",
+      "queues=%u qsize=%u irq=%u pin=%u cpu=%d\n",
       d.virtio_type(), d.vendor_id(), d.device_id(), d.revision(),
       opts.mode == DriverMode::kLegacy ? "legacy" : "modern", d.msix_enabled(),
-      d.driver_features(), d.num_queues(), d.queue_size(0), line, pin);
+      d.driver_features(), d.num_queues(), d.queue_size(0), line, pin,
+      CpuIndex());
   return DriverError::kOk;
 }
 
@@ -316,7 +318,8 @@ DriverError Roundtrip(VirtioPciDriver& d, uint16_t queue, const Buffer* b,
   return id == head ? DriverError::kOk : DriverError::kBadState;
 }
 
-int RunDeviceChecks(const Options& o, DmaArena& dma) {
+int RunDeviceChecks(const Options& o, DmaArena& dma, int cpu, int ncpus,
+                    uint32_t lapic_id) {
   int failures = 0;
   int found = 0;
   for (int index = 0; index < 8; ++index) {
@@ -326,6 +329,8 @@ int RunDeviceChecks(const Options& o, DmaArena& dma) {
     VirtioPciDriver d(p);
     if (d.FindDevice(0, index) != DriverError::kOk) break;
     ++found;
+    if (ncpus > 1 && index % ncpus != cpu) continue;
+    p.set_lapic_id(lapic_id);
     const uint16_t type = d.virtio_type();
     const char* name = TypeName(type);
     if (o.devices[0] != 0 && !ListHas(o.devices, name)) continue;
@@ -376,7 +381,7 @@ int RunDeviceChecks(const Options& o, DmaArena& dma) {
     }
     PrintStats(d, p);
   }
-  Printf("VMMKIT devices found=%d\n", found);
+  Printf("VMMKIT devices found=%d cpu=%d\n", found, cpu);
   if (found == 0) ++failures;
   return failures;
 }

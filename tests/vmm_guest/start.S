@@ -197,6 +197,7 @@ pvh_pml4: .skip 4096
 pvh_pdpt: .skip 4096
 pvh_pd: .skip 4 * 4096
   .p2align 4
+  .globl stacks
 stacks: .skip STACK_SIZE * MAX_CPUS
 
   .section .note.GNU-stack, "", @progbits

@@ -209,6 +209,95 @@ INSTANTIATE_TEST_SUITE_P(
              "modern", true, 1, true}),
     CaseName);
 
+// Two vCPUs driving devices at the same time: device i on vCPU i % 2, each
+// vCPU taking its own devices' interrupts (MSI-X destination / IOAPIC
+// destination = its LAPIC), so the VMM serves exits, kicks and interrupts
+// for both at once.
+class SmpIoTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (auto why = CannotRunGuests()) GTEST_SKIP() << *why;
+  }
+};
+
+TEST_P(SmpIoTest, TwoVcpusDriveDevicesConcurrently) {
+  const bool msix = GetParam();
+  const std::string img0 =
+      MakeImage(absl::StrCat("smp0_", msix, ".img"), 64 * 1024);
+  const std::string img1 =
+      MakeImage(absl::StrCat("smp1_", msix, ".img"), 64 * 1024);
+  GuestRun run;
+  // Enumeration order = AddDevice order: blk0 (vCPU 0), rng0 (vCPU 1),
+  // rng1 (vCPU 0), blk1 (vCPU 1).
+  ASSERT_OK(
+      run.Boot({.vcpus = 2,
+                .memory_mib = 64,
+                .cmdline = absl::StrFormat("cpus=2 smp_io=1 msix=%d", msix)},
+               {{.id = "blk0",
+                 .type = DeviceType::kBlock,
+                 .transport = Transport::kPciModern,
+                 .queue_size = 16,
+                 .params = BlkParams{.path = img0}},
+                {.id = "rng0",
+                 .type = DeviceType::kRng,
+                 .transport = Transport::kPciTransitional,
+                 .params = RngParams{}},
+                {.id = "rng1",
+                 .type = DeviceType::kRng,
+                 .transport = Transport::kPciModern,
+                 .params = RngParams{}},
+                {.id = "blk1",
+                 .type = DeviceType::kBlock,
+                 .transport = Transport::kPciTransitional,
+                 .queue_size = 16,
+                 .params = BlkParams{.path = img1}}},
+               kRunTimeout))
+      << Describe(run);
+  PrintTiming(msix ? "smp_io_msix" : "smp_io_intx", run);
+  ASSERT_EQ(run.exit_code, 0) << Describe(run);
+  EXPECT_NE(run.Find({{"smp", ""}, {"started", "2"}}), nullptr)
+      << Describe(run);
+  EXPECT_NE(run.Find({{"smp_io", ""}, {"result", "ok"}}), nullptr)
+      << Describe(run);
+  const struct {
+    const char* slot;
+    const char* cpu;
+  } where[] = {
+      {"00:01.0", "0"}, {"00:02.0", "1"}, {"00:03.0", "0"}, {"00:04.0", "1"}};
+  for (const auto& w : where) {
+    const ReportLine* dev =
+        run.Find({{"device", w.slot}, {"interface", "modern"}});
+    ASSERT_NE(dev, nullptr) << w.slot << "\n" << Describe(run);
+    EXPECT_EQ(dev->Get("cpu"), w.cpu) << dev->text;
+    EXPECT_EQ(dev->Get("msix"), msix ? "1" : "0") << dev->text;
+  }
+  EXPECT_EQ(run.FindAll({{"check", "blk"}, {"result", "ok"}}).size(), 2u)
+      << Describe(run);
+  EXPECT_EQ(run.FindAll({{"check", "rng"}, {"result", "ok"}}).size(), 2u)
+      << Describe(run);
+  for (const std::string& image : {img0, img1}) {
+    std::ifstream f(image, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(f)),
+                            std::istreambuf_iterator<char>());
+    ASSERT_EQ(bytes.size(), 64u * 1024);
+    for (uint32_t i = 0; i < 4096; ++i) {
+      ASSERT_EQ(static_cast<uint8_t>(bytes[4096 + i]), BlkPattern(i))
+          << image << " offset " << 4096 + i;
+    }
+  }
+  for (const char* id : {"blk0", "rng0", "rng1", "blk1"}) {
+    const vmm::DeviceReport* rep = run.Device(id);
+    ASSERT_NE(rep, nullptr) << id;
+    EXPECT_EQ(rep->status, kStatusRunning) << id;
+    EXPECT_GE(rep->interrupts, 1u) << id;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Interrupts, SmpIoTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "msix" : "intx";
+                         });
+
 class GuestTest : public ::testing::Test {
  protected:
   void SetUp() override {
