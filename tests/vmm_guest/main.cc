@@ -12,6 +12,10 @@
 //   hostile=1           the hostile scenario instead of the device checks
 //   bench=1             the exit / round-trip measurements instead
 //   wait_stop=1         after the checks, wait for port 0x502 before exiting
+//   uart_input=N        read N bytes from the 8250's receive side (polled,
+//                       ~10 s at most) and print them
+//   end=reset           end with the i8042 CPU reset (0xfe to port 0x64)
+//                       instead of port 0x501
 //   smp_io=1            with cpus=N: device i is driven by vCPU i % N, all
 //                       at once, each taking its devices' interrupts
 //
@@ -136,6 +140,26 @@ const char* TypeName(uint16_t type) {
   }
 }
 
+// Polls the 8250 (LSR bit 0, data ready) for `count` bytes, ~10 s at most.
+int ReadUart(uint32_t count) {
+  constexpr uint16_t kLsr = kSerialPort + 5;
+  char text[65];
+  uint32_t n = 0;
+  Printf("VMMKIT uart waiting for input bytes=%u\n", count);
+  for (int polls = 0; polls < 10000 && n < count && n < 64; ++polls) {
+    if ((Inb(kLsr) & 1) == 0) {
+      WaitForInterrupt(1000);
+      continue;
+    }
+    const char c = static_cast<char>(Inb(kSerialPort));
+    text[n++] = c == '\n' || c == '"' || c == ' ' ? '_' : c;
+  }
+  text[n] = 0;
+  Printf("VMMKIT uart input=\"%s\" bytes=%u result=%s\n", text, n,
+         n == count ? "ok" : "fail");
+  return n == count ? 0 : 1;
+}
+
 }  // namespace vmmkit::tests::vmm_guest
 
 using namespace vmmkit::tests::vmm_guest;  // NOLINT: the entry points
@@ -206,7 +230,17 @@ extern "C" [[noreturn]] void GuestMain(const char* cmdline) {
     while (!StopRequested()) WaitForInterrupt(10000);
     Printf("VMMKIT stop requested\n");
   }
+  const uint32_t uart_bytes =
+      static_cast<uint32_t>(CmdlineNumber(cmdline, "uart_input", 0));
+  if (uart_bytes > 0) failures += ReadUart(uart_bytes);
   Printf("VMMKIT done failures=%d\n", failures);
+  char end[16] = "exit";
+  CmdlineGet(cmdline, "end", end, sizeof(end));
+  if (memcmp(end, "reset", 6) == 0 && failures == 0) {
+    FlushSerial();
+    Outb(0x64, 0xfe);  // i8042 pulse reset: the VMM powers off (code 0)
+    for (;;) asm volatile("cli; hlt");
+  }
   Exit(failures == 0 ? 0 : 1);
 }
 

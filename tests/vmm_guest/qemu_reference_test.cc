@@ -44,6 +44,7 @@ struct QemuCase {
   const char* expect_rng_interface;
   const char* expect_msix;
   const char* expect_other_interface;  // console and net (transitional)
+  int cpus = 1;
 };
 
 void PrintTo(const QemuCase& c, std::ostream* os) { *os << c.name; }
@@ -67,7 +68,7 @@ TEST_P(QemuReferenceTest, AllDevices) {
   std::remove(console.c_str());
   const int port = 20000 + static_cast<int>(getpid() % 20000);
   const std::string cmd = absl::StrFormat(
-      "timeout 120 qemu-system-x86_64 -machine pc -accel tcg -m 64 "
+      "timeout 120 qemu-system-x86_64 -machine pc -accel tcg -m 64 -smp %d "
       "-display none -no-reboot -nodefaults -net none "
       "-kernel %s -append '%s' "
       "-device isa-debug-exit,iobase=0x501,iosize=4 "
@@ -82,8 +83,8 @@ TEST_P(QemuReferenceTest, AllDevices) {
       "local.port=%d,remote.type=inet,remote.host=127.0.0.1,remote.port=%d "
       "-device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 "
       "</dev/null >/dev/null 2>&1",
-      GuestImagePath(), c.cmdline, serial, image, c.blk_props, c.rng_props,
-      console, port, port);
+      c.cpus, GuestImagePath(), c.cmdline, serial, image, c.blk_props,
+      c.rng_props, console, port, port);
   const absl::Time t0 = absl::Now();
   const int status = std::system(cmd.c_str());
   const absl::Duration took = absl::Now() - t0;

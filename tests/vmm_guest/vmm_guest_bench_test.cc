@@ -48,6 +48,7 @@ TEST_P(BenchTest, ExitsAndRoundTrip) {
   ASSERT_EQ(run.exit_code, 0) << run.serial;
   const ReportLine* tsc = run.Find({{"bench", ""}, {"tsc_khz", ""}});
   const ReportLine* pio = nullptr;
+  const ReportLine* pio_out = nullptr;
   const ReportLine* lapic = nullptr;
   const ReportLine* reg = nullptr;
   const ReportLine* rt = nullptr;
@@ -55,12 +56,14 @@ TEST_P(BenchTest, ExitsAndRoundTrip) {
     if (!l.Has("bench")) continue;
     if (l.Has("tsc_khz")) tsc = &l;
     if (l.Has("pio_read_ns")) pio = &l;
+    if (l.Has("pio_write_ns")) pio_out = &l;
     if (l.Has("lapic_read_ns")) lapic = &l;
     if (l.Has("device_register_read_ns")) reg = &l;
     if (l.Has("notify_to_interrupt_us_min")) rt = &l;
   }
   ASSERT_NE(tsc, nullptr) << run.serial;
   ASSERT_NE(pio, nullptr) << run.serial;
+  ASSERT_NE(pio_out, nullptr) << run.serial;
   ASSERT_NE(lapic, nullptr) << run.serial;
   ASSERT_NE(reg, nullptr) << run.serial;
   ASSERT_NE(rt, nullptr) << run.serial;
@@ -72,6 +75,7 @@ TEST_P(BenchTest, ExitsAndRoundTrip) {
       "[ bench ] %s (%s, PVM=%d)\n"
       "[ bench ]   TSC %d kHz (against the LAPIC timer)\n"
       "[ bench ]   port read (VMM user space): %d ns (%d cycles), %d exits/s\n"
+      "[ bench ]   port write (VMM user space): %d ns (%d cycles), %d exits/s\n"
       "[ bench ]   LAPIC read (in-kernel):     %d ns (%d cycles)\n"
       "[ bench ]   virtio register read:       %d ns (%s)\n"
       "[ bench ]   notify -> interrupt:        min %d us, avg %d us, max %d "
@@ -80,7 +84,9 @@ TEST_P(BenchTest, ExitsAndRoundTrip) {
       "exits/s to user space)\n",
       c.name, c.cmdline, vmm::IsPvm(), tsc->Number("tsc_khz"),
       pio->Number("pio_read_ns"), pio->Number("pio_read_cycles"),
-      pio->Number("pio_exits_per_s"), lapic->Number("lapic_read_ns"),
+      pio->Number("pio_exits_per_s"), pio_out->Number("pio_write_ns"),
+      pio_out->Number("pio_write_cycles"),
+      pio_out->Number("pio_write_exits_per_s"), lapic->Number("lapic_read_ns"),
       lapic->Number("lapic_read_cycles"),
       reg->Number("device_register_read_ns"), reg->Get("via"),
       rt->Number("notify_to_interrupt_us_min"), rt->Number("avg"),

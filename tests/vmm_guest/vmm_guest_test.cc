@@ -467,5 +467,47 @@ TEST_F(GuestTest, GracefulStop) {
       << Describe(run);
 }
 
+// Bytes written with WriteConsoleInput reach the 8250's receive side; the
+// i8042 CPU reset ends the run as a power-off with exit code 0.
+TEST_F(GuestTest, UartInputThenResetPowersOff) {
+  GuestRun run;
+  ASSERT_OK(run.Start({.vcpus = 1,
+                       .memory_mib = 32,
+                       .cmdline = "devices=rng uart_input=6 end=reset"},
+                      {{.id = "rng0",
+                        .type = DeviceType::kRng,
+                        .transport = Transport::kPciModern,
+                        .params = RngParams{}}}));
+  const absl::Time deadline = absl::Now() + kRunTimeout;
+  while (run.vm->ConsoleOutput().find("VMMKIT uart waiting for input") ==
+             std::string::npos &&
+         absl::Now() < deadline && run.vm->state() == vmm::VmState::kRunning) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_OK(run.vm->WriteConsoleInput("vmmkit"));
+  ASSERT_OK(run.vm->WaitStopped(kRunTimeout)) << run.vm->ConsoleOutput();
+  run.Collect();
+  EXPECT_EQ(run.exit_code, 0) << Describe(run);
+  EXPECT_OK(run.vm->stop_reason());
+  EXPECT_NE(run.Find({{"uart", ""}, {"input", "vmmkit"}, {"result", "ok"}}),
+            nullptr)
+      << Describe(run);
+  EXPECT_NE(run.Find({{"done", ""}, {"failures", "0"}}), nullptr)
+      << Describe(run);
+}
+
+// A failed check is a non-zero exit code: here the guest finds no device.
+TEST_F(GuestTest, FailedCheckIsNonZeroExit) {
+  GuestRun run;
+  ASSERT_OK(run.Boot({.vcpus = 1, .memory_mib = 32, .cmdline = "msix=1"}, {},
+                     kRunTimeout))
+      << Describe(run);
+  EXPECT_EQ(run.exit_code, 1) << Describe(run);
+  EXPECT_NE(run.Find({{"devices", ""}, {"found", "0"}}), nullptr)
+      << Describe(run);
+  EXPECT_NE(run.Find({{"done", ""}, {"failures", "1"}}), nullptr)
+      << Describe(run);
+}
+
 }  // namespace
 }  // namespace vmmkit::tests::vmm_guest
