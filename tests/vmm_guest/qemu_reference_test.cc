@@ -118,6 +118,15 @@ TEST_P(QemuReferenceTest, AllDevices) {
         FindLine(lines, {{"check", e.check}, {"result", "ok"}});
     EXPECT_NE(check, nullptr) << out;
   }
+  if (c.cpus > 1) {
+    EXPECT_NE(
+        FindLine(lines, {{"smp", ""}, {"started", std::to_string(c.cpus)}}),
+        nullptr)
+        << out;
+    EXPECT_NE(FindLine(lines, {{"smp_io", ""}, {"result", "ok"}}), nullptr)
+        << out;
+    EXPECT_NE(FindLine(lines, {{"devices", ""}, {"cpu", "1"}}), nullptr) << out;
+  }
   const std::string img = ReadFile(image);
   ASSERT_EQ(img.size(), 64u * 1024);
   for (uint32_t i = 0; i < 4096; ++i) {
@@ -140,7 +149,12 @@ INSTANTIATE_TEST_SUITE_P(
         // its fallback to legacy.
         QemuCase{"modern_only_and_legacy_only", "mode=modern msix=0",
                  ",disable-legacy=on", ",disable-modern=on", "modern", "legacy",
-                 "0", "modern"}),
+                 "0", "modern"},
+        // Two vCPUs driving two devices each at the same time (MSI-X: each
+        // vCPU takes its own devices' messages).
+        QemuCase{"two_vcpus_concurrent_msix",
+                 "mode=modern msix=1 cpus=2 smp_io=1", "", "", "modern",
+                 "modern", "1", "modern", 2}),
     [](const ::testing::TestParamInfo<QemuCase>& info) {
       return std::string(info.param.name);
     });
