@@ -203,6 +203,7 @@ class VmImpl {
   // resets the devices, marks the VM stopped.
   void FinishRun();
   void AppendConsole(absl::string_view bytes);
+  void JoinVcpus();
   absl::Status SetupVcpu(VcpuFd& cpu, int index,
                          const std::vector<kvm_cpuid_entry2>& cpuid);
   DeviceSlot* FindSlot(absl::string_view id) const;
@@ -230,7 +231,8 @@ class VmImpl {
   std::optional<int> exit_code_ ABSL_GUARDED_BY(state_mu_);
   absl::Status stop_reason_ ABSL_GUARDED_BY(state_mu_);
   std::vector<pthread_t> vcpu_handles_ ABSL_GUARDED_BY(state_mu_);
-  std::vector<std::thread> vcpu_threads_;  // joined by Shutdown
+  absl::Mutex join_mu_;
+  std::vector<std::thread> vcpu_threads_;  // joined under join_mu_
   std::thread io_thread_;
   ScopedFd io_stop_;
   ScopedFd epoll_;
@@ -292,7 +294,17 @@ absl::Status VmImpl::Init() {
   VMMKIT_RETURN_IF_ERROR(WriteLongModeTables(*memory_, boot_.kind));
 
   absl::MutexLock l(&io_mu_);
-  bus_ = std::make_unique<pci::RootBus>();
+  // Contract A: every BAR in the 32-bit window [0xC0000000, 0xE0000000)
+  // below the IOAPIC and LAPIC (64-bit BARs too: the identity map a test
+  // guest starts with covers 4 GiB), I/O BARs from 0xC000. No ECAM: nothing
+  // tells a guest without ACPI where it is, and its default address would
+  // sit inside RAM above 2.75 GiB.
+  pci::RootBus::Options bus_options;
+  bus_options.io = {0xc000, 0x4000};
+  bus_options.mmio32 = {kMaxRamSize, 0x20000000};
+  bus_options.mmio64 = {0, 0};
+  bus_options.ecam_base = 0;
+  bus_ = std::make_unique<pci::RootBus>(bus_options);
   uart_ = std::make_unique<Serial8250>(
       [this](absl::string_view out) { AppendConsole(out); },
       [this](bool level) { (void)vm_->IrqLine(kCom1Irq, level); });
@@ -732,10 +744,15 @@ absl::Status VmImpl::Stop(absl::Duration graceful_timeout) {
     }
     VMMKIT_RETURN_IF_ERROR(WaitStopped(absl::Seconds(30)));
   }
+  JoinVcpus();
+  return absl::OkStatus();
+}
+
+void VmImpl::JoinVcpus() {
+  absl::MutexLock l(&join_mu_);  // Stop() may be called from many threads
   for (std::thread& t : vcpu_threads_) {
     if (t.joinable()) t.join();
   }
-  return absl::OkStatus();
 }
 
 void VmImpl::Shutdown() {
@@ -745,9 +762,7 @@ void VmImpl::Shutdown() {
     absl::MutexLock l(&state_mu_);
     vcpu_handles_.clear();
   }
-  for (std::thread& t : vcpu_threads_) {
-    if (t.joinable()) t.join();
-  }
+  JoinVcpus();
   if (io_thread_.joinable()) io_thread_.join();
   slots_.clear();
   vcpus_.clear();
