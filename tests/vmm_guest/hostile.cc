@@ -67,9 +67,9 @@ class Hostile {
     return d_.Probe(opts);
   }
 
-  // Waits (bounded) for the device to set DEVICE_NEEDS_RESET.
+  // Waits (bounded, ~2 s) for the device to set DEVICE_NEEDS_RESET.
   bool WaitNeedsReset() {
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 2000; ++i) {
       d_.ServiceInterrupts();
       if (d_.ReadStatus() & kNeedsReset) return true;
       p_.WaitForInterrupt();
@@ -274,7 +274,7 @@ class Hostile {
     const bool nr = WaitNeedsReset();
     // §2.1.2: "the device MUST send a device configuration change
     // notification to the driver" when it sets DEVICE_NEEDS_RESET.
-    for (int i = 0; i < 50 && d_.config_interrupts() == config_before; ++i) {
+    for (int i = 0; i < 500 && d_.config_interrupts() == config_before; ++i) {
       p_.WaitForInterrupt();
       d_.ServiceInterrupts();
     }
