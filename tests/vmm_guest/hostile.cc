@@ -323,6 +323,36 @@ class Hostile {
               });
   }
 
+  // Kicks for queues the device does not have (legacy QUEUE_NOTIFY with a
+  // bad index, or the modern notify region past the last queue): ignored,
+  // and the device goes on serving its real queue.
+  void NotifyAbsentQueue(bool legacy) {
+    if (Good(legacy ? DriverMode::kLegacy : DriverMode::kModern) !=
+        DriverError::kOk) {
+      Report("notify_absent_queue", false, "probe");
+      return;
+    }
+    if (legacy) {
+      p_.OutPort(static_cast<uint16_t>(d_.bar(0).address + 16), 7, 2);
+      p_.OutPort(static_cast<uint16_t>(d_.bar(0).address + 16), 0xffff, 2);
+    } else {
+      const uint64_t mult = d_.notify_multiplier();
+      p_.MmioWrite(d_.notify_address(0) + 7 * (mult != 0 ? mult : 4), 7, 2);
+      p_.MmioWrite(d_.notify_address(0), 0xffff, 2);
+    }
+    uint16_t head = 0;
+    uint32_t id = 0, len = 0;
+    DriverError w = DriverError::kNoSpace;
+    if (PostChain(d_.virtio_type(), 0, 0, &head)) {
+      d_.Kick(0);
+      w = d_.WaitUsed(0, &id, &len);
+    }
+    const uint8_t st = d_.ReadStatus();
+    Report(legacy ? "legacy_notify_absent_queue" : "notify_absent_queue",
+           w == DriverError::kOk && id == head && (st & kNeedsReset) == 0,
+           "status=0x%lx used_len=%lu", st, len);
+  }
+
   // After all of it: a reset and a normal probe give a working device.
   void Recovery(bool legacy) {
     const DriverError e =
@@ -391,11 +421,13 @@ int RunHostile(const Options& o, DmaArena& dma) {
     if (modern) {
       h.ModernRegisterChecks();
       h.RingChecks(false);
+      h.NotifyAbsentQueue(false);
     }
     if (legacy_iface) {
       h.Good(DriverMode::kLegacy, true);  // BARs and capabilities
       h.LegacyRegisterChecks();
       h.RingChecks(true);
+      h.NotifyAbsentQueue(true);
     }
     h.Recovery(!modern);
     // The last word: a rng is left with DEVICE_NEEDS_RESET set, for the host

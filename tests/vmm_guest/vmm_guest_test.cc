@@ -349,6 +349,8 @@ TEST_F(GuestTest, HostileDriver) {
                               "legacy_pfn_zero_resets",
                               "legacy_msix_vector_beyond_table",
                               "legacy_buffer_outside_ram",
+                              "notify_absent_queue",
+                              "legacy_notify_absent_queue",
                               "recovery"};
   for (const char* name : blk_checks) {
     EXPECT_NE(
@@ -357,12 +359,10 @@ TEST_F(GuestTest, HostileDriver) {
         << "blk: " << name << "\n"
         << Describe(run);
   }
-  const char* rng_checks[] = {"legacy_pfn_outside_ram",
-                              "legacy_buffer_outside_ram",
-                              "chain_loop",
-                              "avail_index_jump",
-                              "recovery",
-                              "left_needing_reset"};
+  const char* rng_checks[] = {
+      "legacy_pfn_outside_ram", "legacy_buffer_outside_ram",  "chain_loop",
+      "avail_index_jump",       "legacy_notify_absent_queue", "recovery",
+      "left_needing_reset"};
   for (const char* name : rng_checks) {
     EXPECT_NE(
         run.Find({{"hostile", name}, {"device", "00:02.0"}, {"result", "ok"}}),
