@@ -97,6 +97,8 @@ VirtioAdminOwner::VirtioAdminOwner(virtio::VirtioDevice& inner,
   sizes_.push_back(options.admin_queue_size);
 }
 
+VirtioAdminOwner::~VirtioAdminOwner() = default;
+
 absl::Status VirtioAdminOwner::AddMember(VirtioPciFunction* member) {
   if (member == nullptr || !member->has_admin_legacy()) {
     return absl::InvalidArgumentError(

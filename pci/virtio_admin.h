@@ -174,6 +174,7 @@ class VirtioAdminOwner final : public virtio::VirtioDevice {
   };
   static absl::StatusOr<std::unique_ptr<VirtioAdminOwner>> Create(
       virtio::VirtioDevice& inner, const Options& options);
+  ~VirtioAdminOwner() override;
 
   // Adds member N + 1 (its SR-IOV VF number). `member` must outlive the
   // owner and have Options::admin_legacy (kInvalidArgument otherwise).
