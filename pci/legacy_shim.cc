@@ -139,13 +139,17 @@ absl::Status LegacyShimFunction::Init() {
     return absl::FailedPreconditionError(
         absl::StrFormat("owner has no member %d", options_.member_id));
   }
-  // Probe the legacy interface itself: the status register.
-  uint8_t status = 0;
-  if (!Read(kAdminCmdLegacyCommonCfgRead, kLegacyStatus,
-            absl::MakeSpan(&status, 1))) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "owner does not provide the legacy interface of member %d",
-        options_.member_id));
+  if (c->status != kAdminStatusOk) {
+    // No NOTIFY_INFO (which implies the legacy config commands, §2.12.1.2):
+    // probe the legacy interface itself with a read of the status register.
+    uint8_t status = 0;
+    if (!Read(kAdminCmdLegacyCommonCfgRead, kLegacyStatus,
+              absl::MakeSpan(&status, 1))) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "owner does not provide the legacy interface of member %d",
+          options_.member_id));
+    }
+    stats_ = Stats();
   }
   return absl::OkStatus();
 }
