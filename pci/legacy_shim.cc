@@ -294,6 +294,13 @@ void LegacyShimFunction::LegacyWrite(uint64_t offset,
     NotifyQueue(static_cast<uint16_t>(data[0] | data[1] << 8));
     return;
   }
+  // One that is not even inside one register is dropped here, as the
+  // owner would refuse it (and the native decoder drops it).
+  if (!LegacyCommonFieldAccess(static_cast<uint32_t>(offset),
+                               static_cast<uint32_t>(data.size()),
+                               base == 24)) {
+    return;
+  }
   Write(kAdminCmdLegacyCommonCfgWrite, static_cast<uint32_t>(offset), data);
 }
 
