@@ -111,6 +111,7 @@ struct Fixture {
       auto o = VirtioPciFunction::Create(*owner_dev, *vmm, {.admin_queues = 1});
       Check(o.status());
       owner = *std::move(o);
+      Check(owner_dev->InstallSriovCapability(*owner, 0x1041));
       Check(owner_dev->InstallNotifyArea(*owner, 2));
       auto d = AdminQueueDriver::Create(*owner, *vmm, {});
       Check(d.status());

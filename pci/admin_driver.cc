@@ -98,6 +98,33 @@ absl::Status AdminQueueDriver::FindCapabilities() {
   return absl::OkStatus();
 }
 
+void AdminQueueDriver::EnableVfs() {
+  auto cfg = [&](uint32_t off, int width) {
+    uint8_t b[4] = {};
+    owner_.ConfigRead(off, absl::MakeSpan(b, width));
+    return static_cast<uint32_t>(Le(b, width));
+  };
+  auto set16 = [&](uint32_t off, uint16_t v) {
+    uint8_t b[2];
+    ToLe(b, v, 2);
+    owner_.ConfigWrite(off, absl::MakeConstSpan(b, 2));
+  };
+  // The extended capability list from 0x100 (PCIe 4.0 §7.6.3): id in bits
+  // 0..15, next in 20..31; bounded by the 4 KiB space.
+  uint32_t pos = 0x100;
+  for (int i = 0; i < 1024 && pos >= 0x100 && pos < 0x1000; ++i) {
+    const uint32_t header = cfg(pos, 4);
+    if (header == 0 || header == 0xffffffff) return;
+    if ((header & 0xffff) == kExtCapIdSriov) {
+      set16(pos + kSriovNumVfs,
+            static_cast<uint16_t>(cfg(pos + kSriovTotalVfs, 2)));
+      set16(pos + kSriovControl, kSriovVfEnable | kSriovVfMse);
+      return;
+    }
+    pos = (header >> 20) & 0xffc;
+  }
+}
+
 uint64_t AdminQueueDriver::CommonRead(uint32_t offset, int width) {
   uint8_t b[8] = {};
   owner_.BarRead(common_.bar, uint64_t{common_.offset} + offset,
@@ -197,6 +224,8 @@ absl::Status AdminQueueDriver::Probe() {
       (status & virtio::kStatusNeedsReset)) {
     return absl::FailedPreconditionError("owner failed DRIVER_OK");
   }
+
+  if (options_.enable_vfs) EnableVfs();
 
   // §2.12.1: LIST_QUERY, then LIST_USE of what both sides know.
   uint8_t list[8] = {};

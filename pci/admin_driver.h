@@ -24,7 +24,8 @@
 // the capability list for the common and notify structures, reset, ACKNOWLEDGE
 // | DRIVER, require VERSION_1 and VIRTIO_F_ADMIN_VQ, accept exactly those,
 // FEATURES_OK (re-read), set up queue admin_queue_index (64-bit addresses as
-// two 32-bit halves), DRIVER_OK, then LIST_QUERY and LIST_USE of the
+// two 32-bit halves), DRIVER_OK, VF Enable (Options::enable_vfs), then
+// LIST_QUERY and LIST_USE of the
 // commands it knows (0..6) that the owner offers. Commands run one at a time:
 // a chain {header + data readable, status + result writable}, a kick when the
 // ring asks for one, then the used ring polled up to max_polls times (the
@@ -85,6 +86,10 @@ class AdminQueueDriver final : public AdminCommandTransport {
     int max_polls = 1000;
     // Called between polls (an owner elsewhere completes asynchronously).
     std::function<void()> wait;
+    // If the owner has an SR-IOV capability: set NumVFs = TotalVFs and VF
+    // Enable | VF MSE before the first command, as Linux's sriov_configure
+    // does when a PF's VFs are enabled (the SR-IOV group exists only then).
+    bool enable_vfs = true;
   };
   // The memory the owner's DMA goes to: the driver uses its first 20 KiB
   // (ring, one command and one result buffer, 4 KiB each). `owner` and
@@ -121,6 +126,7 @@ class AdminQueueDriver final : public AdminCommandTransport {
       : owner_(owner), memory_(memory), options_(options) {}
   absl::Status Probe();
   absl::Status FindCapabilities();
+  void EnableVfs();
   uint64_t CommonRead(uint32_t offset, int width);
   void CommonWrite(uint32_t offset, uint64_t value, int width);
 

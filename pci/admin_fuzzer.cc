@@ -147,6 +147,7 @@ class Harness {
     auto f = VirtioPciFunction::Create(*owner_, vmm, {.admin_queues = 1});
     FUZZ_CHECK(f.ok());
     owner_fn_ = *std::move(f);
+    FUZZ_CHECK(owner_->InstallSriovCapability(*owner_fn_, 0x1044).ok());
     FUZZ_CHECK(owner_->InstallNotifyArea(*owner_fn_, 2).ok());
     NewDriver();
   }

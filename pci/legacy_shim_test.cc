@@ -125,7 +125,15 @@ class ShimTest : public ::testing::Test {
     owner_ = *VirtioAdminOwner::Create(owner_inner_, {});
     ASSERT_OK(owner_->AddMember(member_.get()));
     owner_fn_ = *VirtioPciFunction::Create(*owner_, *mem_, {.admin_queues = 1});
+    ASSERT_OK(owner_->InstallSriovCapability(*owner_fn_, 0x1041));
     ASSERT_OK(owner_->InstallNotifyArea(*owner_fn_, 3));
+    // VF Enable, as the owner's driver would set it.
+    const uint32_t cap =
+        *owner_fn_->config_space().FindExtendedCapability(kExtCapIdSriov);
+    const uint8_t one[2] = {1, 0};
+    owner_fn_->ConfigWrite(cap + kSriovNumVfs, one);
+    owner_fn_->ConfigWrite(cap + kSriovControl, one);
+    ASSERT_EQ(owner_->enabled_members(), 1u);
     // The commands in use, as a driver would set them.
     uint8_t use[24 + 8] = {1, 0, 1, 0};
     use[24] = 0x7f;

@@ -62,6 +62,7 @@ class VirtioAdminOwner::NotifyArea final : public RegionHandler {
     // §2.12.1.2: "writing a 16-bit virtqueue index ... in the little-endian
     // format, to the notification address".
     if (data.size() != 2 || offset % kNotifyStride != 0) return;
+    // Member() answers for enabled VFs only.
     VirtioPciFunction* m = owner_.Member(offset / kNotifyStride + 1);
     if (m == nullptr) return;
     ++owner_.stats_.notifications;
@@ -135,8 +136,59 @@ absl::Status VirtioAdminOwner::InstallNotifyArea(GenericPciFunction& owner,
   return absl::OkStatus();
 }
 
+absl::Status VirtioAdminOwner::InstallSriovCapability(GenericPciFunction& owner,
+                                                      uint16_t vf_device_id) {
+  if (sriov_config_ != nullptr) {
+    return absl::AlreadyExistsError(
+        "the SR-IOV capability is installed already");
+  }
+  if (members_.empty() || members_.size() > 0xffff) {
+    return absl::FailedPreconditionError("the group needs 1..65535 members");
+  }
+  // The body after the 4-byte header (offsets below are the capability's).
+  std::vector<uint8_t> body(kSriovCapSize - 4, 0);
+  auto put16 = [&](uint32_t off, uint16_t v) {
+    body[off - 4] = static_cast<uint8_t>(v);
+    body[off - 4 + 1] = static_cast<uint8_t>(v >> 8);
+  };
+  const uint16_t n = static_cast<uint16_t>(members_.size());
+  put16(kSriovInitialVfs, n);
+  put16(kSriovTotalVfs, n);
+  put16(kSriovFirstVfOffset, 1);
+  put16(kSriovVfStride, 1);
+  put16(kSriovVfDeviceId, vf_device_id);
+  put16(kSriovSupportedPageSizes, 0x553);  // 4K, 8K, 64K, 256K, 1M, 4M
+  put16(kSriovSystemPageSize, 0x1);        // 4K
+  ConfigSpace::CapabilityOptions opts;
+  opts.writable.assign(body.size(), 0);
+  // VF Enable, VF MSE, ARI Capable Hierarchy (no VF migration: VF
+  // Migration Capable is 0, so its enables stay 0).
+  opts.writable[kSriovControl - 4] = 0x19;
+  opts.writable[kSriovNumVfs - 4] = 0xff;
+  opts.writable[kSriovNumVfs - 4 + 1] = 0xff;
+  for (uint32_t i = 0; i < 4; ++i) {
+    opts.writable[kSriovSystemPageSize - 4 + i] = 0xff;
+  }
+  // VF BAR0..5 and the rest: read-only zero ("the group owner device MUST
+  // hardwire VF BAR0 to zero").
+  VMMKIT_ASSIGN_OR_RETURN(sriov_cap_,
+                          owner.config_space().AddExtendedCapability(
+                              kExtCapIdSriov, 1, body, std::move(opts)));
+  sriov_config_ = &owner.config_space();
+  return absl::OkStatus();
+}
+
+uint64_t VirtioAdminOwner::enabled_members() const {
+  if (sriov_config_ == nullptr) return 0;
+  if (!(sriov_config_->Get16(sriov_cap_ + kSriovControl) & kSriovVfEnable)) {
+    return 0;
+  }
+  return std::min<uint64_t>(sriov_config_->Get16(sriov_cap_ + kSriovNumVfs),
+                            members_.size());
+}
+
 VirtioPciFunction* VirtioAdminOwner::Member(uint64_t id) const {
-  if (id == 0 || id > members_.size()) return nullptr;
+  if (id == 0 || id > enabled_members()) return nullptr;
   return members_[id - 1];
 }
 
@@ -178,7 +230,11 @@ size_t VirtioAdminOwner::Execute(absl::Span<const uint8_t> command,
   // §2.12.1: "if group_type is invalid ... INVALID_GROUP; otherwise, if
   // opcode is invalid ... INVALID_OPCODE; otherwise, if group_member_id is
   // used by the specific command and is invalid ... INVALID_MEMBER".
-  if (group_type != kAdminGroupSriov || members_.empty()) {
+  // "When processing a command with the SR-IOV group type, if the device
+  // does not have an SR-IOV Extended Capability or if VF Enable is clear
+  // then the device MUST fail all commands with ... INVALID_GROUP".
+  if (group_type != kAdminGroupSriov || sriov_config_ == nullptr ||
+      !(sriov_config_->Get16(sriov_cap_ + kSriovControl) & kSriovVfEnable)) {
     return fail(kAdminQualifierInvalidGroup);
   }
   if (opcode >= 64 || !(supported_commands() & AdminOpcodeBit(opcode)) ||

@@ -17,8 +17,10 @@
 //   VMMKIT_RETURN_IF_ERROR(owner_dev->AddMember(vf1.get()));
 //   auto owner = *VirtioPciFunction::Create(*owner_dev, vmm_memory,
 //                                           {.admin_queues = 1});
+//   VMMKIT_RETURN_IF_ERROR(owner_dev->InstallSriovCapability(*owner));
 //   VMMKIT_RETURN_IF_ERROR(owner_dev->InstallNotifyArea(*owner, 2));
-//   // Then a driver of the owner (pci/admin_driver.h) sends the commands.
+//   // Then a driver of the owner (pci/admin_driver.h) sets VF Enable and
+//   // sends the commands.
 //
 // The commands (opcode, what the owner does; all for group_type 1 = SR-IOV,
 // members 1..N in the order AddMember was called, as VF numbers are):
@@ -41,19 +43,26 @@
 //                  the first {flags 1 (owner), bar, offset of the member's
 //                  2-byte doorbell}, then an end-of-list entry (flags 0).
 // Errors (§2.12.1 device requirements), checked in this order and with no
-// side effect: group_type other than 1, or a group with no members:
-// EINVAL(22)/INVALID_GROUP(4); an opcode not supported or not in the list in
-// use: EINVAL/INVALID_OPCODE(2); a member id outside 1..N for a command that
-// uses it: EINVAL/INVALID_MEMBER(5); bad offset or length: EINVAL/
+// side effect: group_type other than 1, no SR-IOV capability, VF Enable
+// clear: EINVAL(22)/INVALID_GROUP(4); an opcode not supported or not in the
+// list in use: EINVAL/INVALID_OPCODE(2); a member id outside 1..N for a command
+// that uses it: EINVAL/INVALID_MEMBER(5); bad offset or length: EINVAL/
 // INVALID_FIELD(3).
 // Buffers (§2.13): device-readable bytes missing from a short chain read as
 // zero and extra ones are ignored; the result is written up to the
 // writable part's length (the used length says how much); a chain the split
 // ring rejects (virtqueue::QueueError) sets DEVICE_NEEDS_RESET on the owner.
 //
-// SR-IOV: vmmkit has no SR-IOV extended capability (no VF Enable, NumVFs);
-// the group exists while it has members. Decided so that members can be any
-// functions a VMM creates; a VF Enable bit would gate the group in Execute.
+// SR-IOV (§2.12 "SR-IOV group type", PCIe 4.0 §9.3.3): the owner carries an
+// SR-IOV extended capability (InstallSriovCapability): TotalVFs = InitialVFs
+// = the members, NumVFs and VF Enable written by the owner's driver, VF BAR0
+// (and every VF BAR) hardwired to zero as §2.12.1.2 requires with
+// NOTIFY_INFO — vmmkit's members are functions of their own with their own
+// BARs; the capability states the group, it does not create the VFs. "If the
+// device does not have an SR-IOV Extended Capability or if VF Enable is
+// clear then the device MUST fail all commands with ... INVALID_GROUP;
+// otherwise, if group_member_id is not between 1 and NumVFs ...
+// INVALID_MEMBER".
 //
 // Thread-compatibility: one thread at a time, together with the owner's
 // function and every member's (the VMM holds one lock over the group).
@@ -145,6 +154,24 @@ static_assert(sizeof(VirtioPciLegacyNotifyInfo) == 16);
 static_assert(offsetof(VirtioPciLegacyNotifyInfo, offset) == 8);
 inline constexpr size_t kNotifyInfoEntries = 4;  // in the result
 
+// The SR-IOV extended capability (PCIe 4.0 §9.3.3), offsets from its header.
+inline constexpr uint16_t kExtCapIdSriov = 0x0010;
+inline constexpr uint32_t kSriovCapabilities = 0x04;
+inline constexpr uint32_t kSriovControl = 0x08;
+inline constexpr uint32_t kSriovStatus = 0x0a;
+inline constexpr uint32_t kSriovInitialVfs = 0x0c;
+inline constexpr uint32_t kSriovTotalVfs = 0x0e;
+inline constexpr uint32_t kSriovNumVfs = 0x10;
+inline constexpr uint32_t kSriovFirstVfOffset = 0x14;
+inline constexpr uint32_t kSriovVfStride = 0x16;
+inline constexpr uint32_t kSriovVfDeviceId = 0x1a;
+inline constexpr uint32_t kSriovSupportedPageSizes = 0x1c;
+inline constexpr uint32_t kSriovSystemPageSize = 0x20;
+inline constexpr uint32_t kSriovVfBar0 = 0x24;
+inline constexpr uint32_t kSriovCapSize = 0x40;
+inline constexpr uint16_t kSriovVfEnable = 1 << 0;
+inline constexpr uint16_t kSriovVfMse = 1 << 3;
+
 // A bit per opcode, as in struct virtio_admin_cmd_list's first le64.
 constexpr uint64_t AdminOpcodeBit(uint16_t opcode) {
   return opcode < 64 ? uint64_t{1} << opcode : 0;
@@ -187,6 +214,15 @@ class VirtioAdminOwner final : public virtio::VirtioDevice {
   // QUEUE_NOTIFY write would. Call once, after the members were added and
   // before the function goes on a bus.
   absl::Status InstallNotifyArea(GenericPciFunction& owner, int bar);
+  // Adds the SR-IOV extended capability to the owner's function (which must
+  // have a 4 KiB configuration space: VirtioPciFunction gives an owner one)
+  // for the members added so far, VF device id `vf_device_id`. Call once,
+  // after the members were added and before the function goes on a bus.
+  absl::Status InstallSriovCapability(GenericPciFunction& owner,
+                                      uint16_t vf_device_id);
+  // The group's size as the SR-IOV capability says now: NumVFs (at most the
+  // members) while VF Enable is set, else 0.
+  uint64_t enabled_members() const;
   // The administration queue's index (after the inner device's queues).
   uint16_t admin_queue_index() const { return admin_index_; }
 
@@ -236,6 +272,8 @@ class VirtioAdminOwner final : public virtio::VirtioDevice {
   std::vector<uint16_t> sizes_;
   std::vector<VirtioPciFunction*> members_;
   std::unique_ptr<NotifyArea> notify_area_;
+  ConfigSpace* sriov_config_ = nullptr;  // the owner's, with the capability
+  uint32_t sriov_cap_ = 0;
   int notify_bar_ = -1;
   uint64_t used_;
   virtio::DeviceContext* context_ = nullptr;

@@ -95,6 +95,7 @@ class AdminTest : public ::testing::Test {
         VirtioPciFunction::Create(*owner_dev_, *vmm_, {.admin_queues = 1});
     ASSERT_OK(fn.status());
     owner_ = *std::move(fn);
+    ASSERT_OK(owner_dev_->InstallSriovCapability(*owner_, 0x1041));
     ASSERT_OK(owner_dev_->InstallNotifyArea(*owner_, 2));
   }
 
@@ -127,6 +128,15 @@ class AdminTest : public ::testing::Test {
     d[0] = offset;
     d.insert(d.end(), bytes.begin(), bytes.end());
     return Run(opcode, member, d, nullptr);
+  }
+  // What the owner's driver does to enable `n` VFs.
+  void EnableVfs(uint16_t n, uint16_t control = kSriovVfEnable | kSriovVfMse) {
+    const uint32_t cap =
+        *owner_->config_space().FindExtendedCapability(kExtCapIdSriov);
+    const uint8_t num[2] = {uint8_t(n), uint8_t(n >> 8)};
+    const uint8_t ctl[2] = {uint8_t(control), uint8_t(control >> 8)};
+    owner_->ConfigWrite(cap + kSriovNumVfs, num);
+    owner_->ConfigWrite(cap + kSriovControl, ctl);
   }
   static void ExpectEinval(const AdminCompletion& c, uint16_t qualifier) {
     EXPECT_EQ(c.status, kAdminStatusEinval);
@@ -191,6 +201,7 @@ TEST_F(AdminTest, OwnerWithoutNotifyAreaDoesNotOfferNotifyInfo) {
   ASSERT_OK(dev->AddMember(members_[0].get()));
   auto mem = *GuestMemoryMmap::Create({{.guest_base = 0, .size = 64 << 10}});
   auto fn = *VirtioPciFunction::Create(*dev, *mem, {.admin_queues = 1});
+  ASSERT_OK(dev->InstallSriovCapability(*fn, 0x1041));
   auto d = AdminQueueDriver::Create(*fn, *mem, {});
   ASSERT_OK(d.status());
   EXPECT_EQ((*d)->supported_commands(), 0x3fu);
@@ -201,6 +212,66 @@ TEST_F(AdminTest, OwnerWithoutNotifyAreaDoesNotOfferNotifyInfo) {
   ASSERT_OK(c.status());
   EXPECT_EQ(c->status, kAdminStatusEinval);
   EXPECT_EQ(c->status_qualifier, kAdminQualifierInvalidOpcode);
+}
+
+TEST_F(AdminTest, SriovCapabilityGatesTheGroup) {
+  ConfigSpace& cfg = owner_->config_space();
+  const std::optional<uint32_t> cap =
+      cfg.FindExtendedCapability(kExtCapIdSriov);
+  ASSERT_TRUE(cap.has_value());
+  EXPECT_EQ(*cap, 0x100u);
+  EXPECT_EQ(cfg.Get16(*cap + kSriovTotalVfs), 2);
+  EXPECT_EQ(cfg.Get16(*cap + kSriovInitialVfs), 2);
+  EXPECT_EQ(cfg.Get16(*cap + kSriovVfDeviceId), 0x1041);
+  EXPECT_EQ(cfg.Get16(*cap + kSriovNumVfs), 0);
+  EXPECT_EQ(owner_dev_->enabled_members(), 0u);
+  // VF BAR0 is hardwired to zero (§2.12.1.2 with NOTIFY_INFO).
+  const uint8_t ones[4] = {0xff, 0xff, 0xff, 0xff};
+  owner_->ConfigWrite(*cap + kSriovVfBar0, ones);
+  EXPECT_EQ(cfg.Get32(*cap + kSriovVfBar0), 0u);
+
+  // The driver enables both VFs before LIST_QUERY.
+  StartDriver();
+  EXPECT_EQ(cfg.Get16(*cap + kSriovNumVfs), 2);
+  EXPECT_EQ(owner_dev_->enabled_members(), 2u);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(ReadCfg(kAdminCmdLegacyCommonCfgRead, 2, 18, 1, &out).status,
+            kAdminStatusOk);
+
+  // NumVFs 1: member 2 is gone, its doorbell too.
+  EnableVfs(1);
+  EXPECT_EQ(ReadCfg(kAdminCmdLegacyCommonCfgRead, 1, 18, 1, &out).status,
+            kAdminStatusOk);
+  ExpectEinval(ReadCfg(kAdminCmdLegacyCommonCfgRead, 2, 18, 1, &out),
+               kAdminQualifierInvalidMember);
+  std::vector<uint8_t> info(64);
+  ExpectEinval(Run(kAdminCmdLegacyNotifyInfo, 2, {}, &info),
+               kAdminQualifierInvalidMember);
+  const uint8_t q0[2] = {0, 0};
+  owner_->BarWrite(2, 4, absl::MakeConstSpan(q0, 2));
+  EXPECT_EQ(owner_dev_->stats().notifications, 0u);
+
+  // VF Enable clear: every command, LIST_QUERY included, INVALID_GROUP.
+  EnableVfs(2, 0);
+  EXPECT_EQ(owner_dev_->enabled_members(), 0u);
+  std::vector<uint8_t> r(8);
+  ExpectEinval(Run(kAdminCmdListQuery, 0, {}, &r), kAdminQualifierInvalidGroup);
+  ExpectEinval(ReadCfg(kAdminCmdLegacyCommonCfgRead, 1, 18, 1, &out),
+               kAdminQualifierInvalidGroup);
+  EnableVfs(2);
+  EXPECT_EQ(Run(kAdminCmdListQuery, 0, {}, &r).status, kAdminStatusOk);
+}
+
+TEST_F(AdminTest, OwnerWithoutSriovCapabilityHasNoGroup) {
+  virtio::RngDevice rng;
+  auto dev = *VirtioAdminOwner::Create(rng, {});
+  ASSERT_OK(dev->AddMember(members_[0].get()));
+  auto mem = *GuestMemoryMmap::Create({{.guest_base = 0, .size = 64 << 10}});
+  auto fn = *VirtioPciFunction::Create(*dev, *mem, {.admin_queues = 1});
+  // LIST_QUERY fails with INVALID_GROUP, so the driver gives up.
+  EXPECT_THAT(AdminQueueDriver::Create(*fn, *mem, {}).status(),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(dev->stats().failed, 1u);
 }
 
 TEST_F(AdminTest, ListUseRejectsWhatTheDeviceCannotUse) {
@@ -546,11 +617,19 @@ TEST(AdminCreateTest, BadConfigurations) {
   auto ofn = *VirtioPciFunction::Create(*owner, *mem, {.admin_queues = 1});
   EXPECT_THAT(owner->InstallNotifyArea(*ofn, 2),
               testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(owner->InstallSriovCapability(*ofn, 0x1044),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition));
   auto member = *VirtioPciFunction::Create(rng, *mem, {.admin_legacy = true});
   ASSERT_OK(owner->AddMember(member.get()));
   EXPECT_THAT(owner->InstallNotifyArea(*ofn, 0),
               testing::StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(owner->InstallNotifyArea(*ofn, 1),  // MSI-X's BAR
+              testing::StatusIs(absl::StatusCode::kAlreadyExists));
+  // SR-IOV needs a PCI Express (4 KiB) configuration space; once only.
+  EXPECT_THAT(owner->InstallSriovCapability(*plain, 0x1044),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(owner->InstallSriovCapability(*ofn, 0x1044));
+  EXPECT_THAT(owner->InstallSriovCapability(*ofn, 0x1044),
               testing::StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_THAT(VirtioAdminOwner::Create(rng, {.admin_queue_size = 3}).status(),
               testing::StatusIs(absl::StatusCode::kInvalidArgument));
@@ -588,6 +667,7 @@ class RawQueueTest : public AdminTest {
     w(kCommonQueueEnable, 1, 2);
     w(kCommonStatus, 7 | virtio::kStatusFeaturesOk, 1);
     ASSERT_TRUE(owner_->state().active());
+    EnableVfs(2);
   }
   void Kick() {
     const uint8_t q[2] = {1, 0};

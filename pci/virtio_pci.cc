@@ -465,6 +465,8 @@ absl::StatusOr<std::unique_ptr<VirtioPciFunction>> VirtioPciFunction::Create(
     return absl::InvalidArgumentError(
         "admin_legacy is for a modern-only member of a little-endian guest");
   }
+  // An owner is a PCI Express function with room for an SR-IOV capability.
+  ids.extended = options.admin_queues != 0;
   auto fn = std::unique_ptr<VirtioPciFunction>(
       new VirtioPciFunction(device, memory, options, ids));
   VMMKIT_RETURN_IF_ERROR(fn->Init());

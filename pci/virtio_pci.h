@@ -206,7 +206,8 @@ class VirtioPciFunction final : public GenericPciFunction,
     // device's queues are administration virtqueues. The common config
     // reports num_queues without them, admin_queue_index = the first and
     // admin_queue_num = admin_queues. The device must offer
-    // VIRTIO_F_ADMIN_VQ (kInvalidArgument otherwise).
+    // VIRTIO_F_ADMIN_VQ (kInvalidArgument otherwise). The function gets a
+    // 4 KiB (PCI Express) configuration space for an SR-IOV capability.
     uint16_t admin_queues = 0;
     // A member device whose legacy interface its group owner provides
     // (virtio 1.3 §2.12.1.2 "Legacy Interfaces"): kModern mode only (no

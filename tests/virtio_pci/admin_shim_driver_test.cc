@@ -93,6 +93,8 @@ class Rig {
     VMMKIT_ASSIGN_OR_RETURN(owner_,
                             VirtioPciFunction::Create(*owner_dev_, *vmm_memory_,
                                                       {.admin_queues = 1}));
+    VMMKIT_RETURN_IF_ERROR(owner_dev_->InstallSriovCapability(
+        *owner_, fn_->config_space().Get16(pci::kRegDeviceId)));
     VMMKIT_RETURN_IF_ERROR(owner_dev_->InstallNotifyArea(*owner_, 2));
     VMMKIT_ASSIGN_OR_RETURN(
         admin_, pci::AdminQueueDriver::Create(*owner_, *vmm_memory_, {}));
