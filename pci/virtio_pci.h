@@ -63,6 +63,13 @@
 // queue_size may be lowered (DRIVER_OK checks it is a power of two);
 // registers of a queue_select beyond num_queues read 0 and ignore writes;
 // an MSI-X vector the device cannot use reads back 0xffff (NO_VECTOR).
+// With Options::admin_queues (an owner device, pci/virtio_admin.h) the last
+// queues are administration virtqueues: num_queues leaves them out and
+// admin_queue_index / admin_queue_num (0x3c / 0x3e, virtio 1.3) say where
+// they are; other functions read 0 there.
+// Options::admin_legacy makes a modern-only member whose legacy register
+// file is reached only through AdminLegacy*() (its owner's
+// LEGACY_*_CFG_* commands): the same LegacyRegs decoder as the I/O BAR.
 // Notify: a configurable layout (notify_off_multiplier 4 by default, 0 for one
 // doorbell that carries the queue index, or one page per queue); with
 // VIRTIO_F_NOTIFICATION_DATA the written value's low 16 bits name the queue.
