@@ -15,7 +15,8 @@
 //                                   .device_config_size = 12}));
 //   VMMKIT_RETURN_IF_ERROR(bus.AddDevice(shim.get()).status());  // not member
 //   member->set_msi_sink(&vmm_msi);  member->set_intx_sink(&pin);
-//   // ioeventfd on BAR 0 + 16 (2 bytes, datamatch q) -> shim->NotifyQueue(q).
+//   // An ioeventfd at LegacyDoorbell(q) (BAR 0 + 16, datamatch q) ->
+//   // shim->NotifyQueue(q); the modern doorbells are member->doorbells().
 //
 // What the guest sees: the member's configuration space with the identity
 // of a transitional device (device id 0x1000 + the legacy id table,
@@ -58,6 +59,7 @@
 #include "pci/admin_driver.h"
 #include "pci/config_space.h"
 #include "pci/function.h"
+#include "pci/virtio_pci.h"
 #include "virtio-device/virtio_device.h"
 
 namespace vmmkit::pci {
@@ -94,6 +96,15 @@ class LegacyShimFunction final : public PciFunction {
 
   // A QUEUE_NOTIFY of `queue` (what an ioeventfd on BAR 0 + 16 stands for).
   void NotifyQueue(uint16_t queue);
+  // Where a legacy driver kicks `queue`: BAR 0 + 16, 2 bytes, datamatch the
+  // queue index (for an ioeventfd whose handler calls NotifyQueue).
+  static Doorbell LegacyDoorbell(uint16_t queue) {
+    return {.bar = kLegacyBar,
+            .offset = kLegacyQueueNotify,
+            .width = 2,
+            .datamatch = queue,
+            .queue = queue};
+  }
   // Where notifications go: the NOTIFY_INFO entry in use (flags 0: none,
   // LEGACY_COMMON_CFG_WRITE is used).
   uint8_t notify_flags() const { return notify_flags_; }

@@ -402,6 +402,14 @@ TEST_F(ShimTest, NotifyInfoEntriesAreValidated) {
   (*shim)->BarWrite(0, 16, q0);
   EXPECT_EQ(member_dev_.kicks[0], 1);
   EXPECT_EQ(transport_->calls, calls + 1);
+  // The ioeventfd path does the same.
+  const Doorbell bell = LegacyShimFunction::LegacyDoorbell(0);
+  EXPECT_EQ(bell.bar, 0);
+  EXPECT_EQ(bell.offset, 16u);
+  EXPECT_EQ(bell.width, 2u);
+  EXPECT_EQ(bell.datamatch, 0u);
+  (*shim)->NotifyQueue(0);
+  EXPECT_EQ(member_dev_.kicks[0], 2);
   EXPECT_TRUE(transport_->owner_bar_writes.empty());
 }
 
