@@ -588,6 +588,27 @@ TEST_F(AdminTest, MemberRefusesLegacyDriversOnItsModernInterface) {
             3 | virtio::kStatusFeaturesOk);
 }
 
+TEST(AdminOwnerTest, LegacyViewOfATransitionalOwnerHasNoAdminQueue) {
+  virtio::RngDevice rng;
+  auto mem = *GuestMemoryMmap::Create({{.guest_base = 0, .size = 64 << 10}});
+  auto owner = *VirtioAdminOwner::Create(rng, {});
+  auto fn = *VirtioPciFunction::Create(
+      *owner, *mem, {.mode = VirtioPciMode::kTransitional, .admin_queues = 1});
+  auto legacy16 = [&](uint32_t off) {
+    uint8_t b[2] = {};
+    fn->BarRead(kLegacyBar, off, absl::MakeSpan(b));
+    return b[0] | b[1] << 8;
+  };
+  const uint8_t sel0[2] = {0, 0}, sel1[2] = {1, 0};
+  fn->BarWrite(kLegacyBar, kLegacyQueueSelect, sel0);
+  EXPECT_EQ(legacy16(kLegacyQueueNum), virtio::RngDevice::kQueueSize);
+  fn->BarWrite(kLegacyBar, kLegacyQueueSelect, sel1);  // the admin queue
+  EXPECT_EQ(legacy16(kLegacyQueueNum), 0);
+  const uint8_t pfn[4] = {4, 0, 0, 0};
+  fn->BarWrite(kLegacyBar, kLegacyQueuePfn, pfn);
+  EXPECT_FALSE(fn->state().queue_enabled(1));
+}
+
 TEST(AdminCreateTest, BadConfigurations) {
   virtio::RngDevice rng;
   auto mem = *GuestMemoryMmap::Create({{.guest_base = 0, .size = 64 << 10}});

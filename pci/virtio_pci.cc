@@ -125,6 +125,8 @@ bool LegacyCommonFieldAccess(uint32_t offset, uint32_t length,
 // ---------------------------------------------------------------------------
 // The legacy I/O BAR.
 
+// Administration queues (an owner's) do not exist for a legacy driver: the
+// legacy view shows visible_queues() only.
 class VirtioPciFunction::LegacyRegs final : public RegionHandler {
  public:
   explicit LegacyRegs(VirtioPciFunction& fn) : fn_(fn) {}
@@ -141,7 +143,7 @@ class VirtioPciFunction::LegacyRegs final : public RegionHandler {
     // The register file as the driver sees it (little-endian registers).
     uint8_t regs[kLegacyConfigMsix] = {};
     const uint16_t sel = fn_.queue_select_;
-    const bool sel_ok = sel < st.num_queues();
+    const bool sel_ok = sel < fn_.visible_queues();
     StoreLe(regs + kLegacyHostFeatures,
             st.DeviceFeatures(0) | (1u << virtio::kFBadFeature), 4);
     StoreLe(regs + kLegacyGuestFeatures, st.DriverFeatures(0), 4);
@@ -223,7 +225,7 @@ class VirtioPciFunction::LegacyRegs final : public RegionHandler {
         return;
       case kLegacyQueueVector:
         if (data.size() == 2 && base == kLegacyConfigMsix &&
-            sel < st.num_queues()) {
+            sel < fn_.visible_queues()) {
           st.set_queue_vector(sel, fn_.CheckedVector(static_cast<uint16_t>(v)));
         }
         return;
@@ -717,7 +719,7 @@ void VirtioPciFunction::WriteLegacyPfn(uint32_t pfn) {
     return;
   }
   const uint16_t sel = queue_select_;
-  if (sel >= state_.num_queues() || state_.active()) return;
+  if (sel >= visible_queues() || state_.active()) return;
   virtio::SplitQueue& q = state_.queue_config(sel);
   q.set_size(q.max_size());  // legacy drivers cannot choose the size
   if (!q.SetLegacyLayout(uint64_t{pfn} << kLegacyPfnShift, kLegacyVringAlign)
