@@ -34,9 +34,12 @@
 // 001 does, with the range split by intersection: a read is split per
 // legacy register and device-config bytes (at most 8 per command, bytes past
 // the device config read 0), so any width and alignment returns what the
-// native transitional function returns; a write goes to the registers only
-// when it is exactly one register that ends inside the common area (the
-// native decoder's rule), its device-config part always. A 16-bit write of
+// native transitional function returns; a write's device-config part is
+// always written (in pieces of at most 8 bytes, nothing past the config),
+// its register part is sent only if the write stays inside one register
+// (the member's decoder then takes it if it is the whole register, as the
+// native one does) and is dropped if it crosses registers or runs on into
+// the device config, as natively. A 16-bit write of
 // QUEUE_NOTIFY goes to the first valid address LEGACY_NOTIFY_INFO gave at
 // Create (owner BAR through the transport, or the member's BAR), else it
 // is a LEGACY_COMMON_CFG_WRITE. A command that fails reads all-ones and
