@@ -20,6 +20,7 @@
 //   9 owner reset and a new AdminQueueDriver
 //   10 guest-memory poke (member rings)
 //   11 MSI-X of member 1 on or off
+//   12 the owner's SR-IOV capability: NumVFs or SR-IOV Control written
 // Invariants checked at every step: Execute writes at most the result
 // buffer; a status is OK (qualifier 0) or EINVAL with a qualifier 2..5; an
 // EINVAL command changes no member state; the shim's identity never changes;
@@ -153,7 +154,7 @@ class Harness {
   }
 
   void Step(Input& in) {
-    switch (in.U8() % 12) {
+    switch (in.U8() % 13) {
       case 0:
         RawExecute(in);
         break;
@@ -219,6 +220,15 @@ class Harness {
         const uint8_t v[2] = {0, static_cast<uint8_t>(in.U8() & 0x80)};
         if (cap != 0)
           members_[0]->ConfigWrite(cap + 2, absl::MakeConstSpan(v, 2));
+        break;
+      }
+      case 12: {
+        const uint32_t cap =
+            *owner_fn_->config_space().FindExtendedCapability(kExtCapIdSriov);
+        const uint32_t reg = (in.U8() & 1) ? kSriovNumVfs : kSriovControl;
+        const uint8_t v[2] = {in.U8(), in.U8()};
+        owner_fn_->ConfigWrite(cap + reg, absl::MakeConstSpan(v, 2));
+        FUZZ_CHECK(owner_->enabled_members() <= owner_->num_members());
         break;
       }
     }

@@ -84,6 +84,11 @@ s += chain([(0, 0, 24), (0x81, 1, 200)], hdr)
 s += chain([(0, 0, 4)], hdr) + chain([(1, 0, 64)], hdr)
 s += bytes([9]) + queue_cmd(0, 1, 0, [], 8)
 seeds["raw_chains"] = s
+# SR-IOV: NumVFs 1, a read of member 2, VF Enable off, a new driver.
+s = queue_cmd(0, 1, 0, [], 8) + bytes([12, 1, 1, 0]) + reg(6, 2, read=True)
+s += bytes([12, 0, 0, 0]) + queue_cmd(0, 1, 0, [], 8) + bytes([9])
+s += queue_cmd(0, 1, 0, [], 8)
+seeds["sriov_toggle"] = s
 seeds["empty"] = b""
 
 os.makedirs(OUT, exist_ok=True)
