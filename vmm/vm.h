@@ -165,6 +165,8 @@ class Vm {
   // kDeadlineExceeded if still running (or never started) after `timeout`.
   absl::Status WaitStopped(absl::Duration timeout);
 
+  // One report per device in AddDevice order. Once the VM stopped, what the
+  // driver had set up at the moment it stopped (devices are reset then).
   std::vector<DeviceReport> Devices() const;
   VmMetrics Metrics() const;
 
