@@ -464,8 +464,11 @@ TEST_F(ServiceTest, GuestThatExitsByItselfReportsItsCode) {
   ASSERT_TRUE(qstream->Write(quit));
   ASSERT_TRUE(Wait("q", 30000, &info).ok());
   EXPECT_EQ(info.exit_code(), testing::kTinyGuestQuitCode);
+  bool qstopped = false;
+  ReadUntil(qstream.get(), "never printed", &qstopped);
+  EXPECT_TRUE(qstopped);
   qstream->WritesDone();
-  qstream->Finish();
+  EXPECT_TRUE(qstream->Finish().ok());
 }
 
 TEST_F(ServiceTest, AConsoleClientThatDisconnectsHarmsNothing) {
