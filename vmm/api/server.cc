@@ -15,11 +15,14 @@
 #include "absl/strings/strip.h"
 #include "base/status.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 
 namespace vmmkit::api {
 namespace {
+
+constexpr int kMaxServerThreads = 256;
 
 // True if something accepts connections on the Unix socket at `path`.
 bool SocketAnswers(const std::string& path) {
@@ -73,15 +76,6 @@ std::string ListenAddress::GrpcTarget() const {
 
 std::string ListenAddress::ToString() const { return GrpcTarget(); }
 
-std::string DefaultSocketPath() {
-  if (geteuid() == 0) return "/run/vmmkit/vmmd.sock";
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  if (xdg != nullptr && xdg[0] == '/') {
-    return absl::StrCat(xdg, "/vmmkit/vmmd.sock");
-  }
-  return absl::StrCat("/tmp/vmmkit-", geteuid(), "/vmmd.sock");
-}
-
 absl::StatusOr<ListenAddress> ParseListenAddress(absl::string_view text) {
   ListenAddress a;
   if (absl::ConsumePrefix(&text, "unix:")) {
@@ -132,6 +126,11 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
   builder.AddListeningPort(address.GrpcTarget(),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  // Synchronous handlers run on server threads; a flood of calls waits for
+  // one instead of growing the daemon without bound.
+  grpc::ResourceQuota quota("vmmd");
+  quota.SetMaxThreads(kMaxServerThreads);
+  builder.SetResourceQuota(quota);
   // The socket is created by bind(): make it 0600 from the start.
   mode_t old_umask = umask(077);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -27,6 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "grpcpp/server.h"
 #include "vmm/api/service.h"
+#include "vmm/api/socket_path.h"
 
 namespace vmmkit::api {
 
@@ -38,10 +39,6 @@ struct ListenAddress {
   std::string GrpcTarget() const;
   std::string ToString() const;
 };
-
-// $XDG_RUNTIME_DIR/vmmkit/vmmd.sock, /run/vmmkit/vmmd.sock as root, else
-// /tmp/vmmkit-<uid>/vmmd.sock.
-std::string DefaultSocketPath();
 
 absl::StatusOr<ListenAddress> ParseListenAddress(absl::string_view text);
 

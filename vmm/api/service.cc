@@ -4,6 +4,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "vmm/api/convert.h"
@@ -178,13 +179,23 @@ grpc::Status VmServiceImpl::StreamConsole(
   if (grpc::Status s = CheckVmId(vm_id); !s.ok()) return s;
   absl::StatusOr<std::shared_ptr<ConsoleHub>> hub = manager_.Console(vm_id);
   if (!hub.ok()) return ToGrpcStatus(hub.status());
+  // Each stream holds a handler thread and an input thread: bounded.
+  if (console_streams_.fetch_add(1) >= kMaxConsoleStreams) {
+    console_streams_.fetch_sub(1);
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("at most ", kMaxConsoleStreams, " console streams"));
+  }
+  absl::Cleanup release = [this] { console_streams_.fetch_sub(1); };
+  // The position is taken before the first input goes in, so that the
+  // guest's answer to it is never missed.
+  uint64_t position = (*hub)->StartPosition(first.replay());
   if (!first.input().empty()) {
     if (absl::Status s = manager_.WriteConsoleInput(vm_id, first.input());
         !s.ok()) {
       return ToGrpcStatus(s);
     }
   }
-  uint64_t position = (*hub)->StartPosition(first.replay());
 
   // The client's input, on a thread of its own: the sync API allows one Read
   // and one Write at a time, each from any thread.

@@ -14,6 +14,8 @@
 #ifndef VMMKIT_VMM_API_SERVICE_H_
 #define VMMKIT_VMM_API_SERVICE_H_
 
+#include <atomic>
+
 #include "vmm/api/vm_manager.h"
 #include "vmm/api/vmmkit.grpc.pb.h"
 
@@ -21,6 +23,9 @@ namespace vmmkit::api {
 
 class VmServiceImpl final : public v1::VmService::Service {
  public:
+  // Console streams open at once; more are RESOURCE_EXHAUSTED.
+  static constexpr int kMaxConsoleStreams = 64;
+
   explicit VmServiceImpl(VmManager& manager) : manager_(manager) {}
 
   grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest*,
@@ -54,6 +59,7 @@ class VmServiceImpl final : public v1::VmService::Service {
 
  private:
   VmManager& manager_;
+  std::atomic<int> console_streams_{0};
 };
 
 }  // namespace vmmkit::api

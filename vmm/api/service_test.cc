@@ -533,6 +533,62 @@ TEST_F(ServiceTest, DeletingAVmEndsItsConsoleStreams) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+TEST_F(ServiceTest, ConsoleStreamsAreBounded) {
+  REQUIRE_KVM();
+  ASSERT_TRUE(Create("many", tiny_).ok());
+  struct Open {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::ConsoleRequest, v1::ConsoleChunk>>
+        stream;
+  };
+  std::vector<Open> open;
+  auto start = [this]() {
+    Open o;
+    o.ctx = Ctx();
+    o.stream = stub_->StreamConsole(o.ctx.get());
+    v1::ConsoleRequest first;
+    first.set_vm_id("many");
+    o.stream->Write(first);
+    return o;
+  };
+  for (int i = 0; i < VmServiceImpl::kMaxConsoleStreams; ++i) {
+    open.push_back(start());
+  }
+  // Wait until the server holds all of them (each sends nothing until the
+  // guest prints, so probe with GetVm round trips).
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(Call(&v1::VmService::Stub::GetVm, "many").ok());
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  Open extra = start();
+  v1::ConsoleChunk chunk;
+  EXPECT_FALSE(extra.stream->Read(&chunk));
+  EXPECT_EQ(extra.stream->Finish().error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Deleting the VM ends every stream; the slots come back.
+  ASSERT_TRUE(Delete("many").ok());
+  for (Open& o : open) {
+    bool stopped = false;
+    ReadUntil(o.stream.get(), "never printed", &stopped);
+    EXPECT_TRUE(stopped);
+    o.stream->WritesDone();
+    EXPECT_TRUE(o.stream->Finish().ok());
+  }
+  ASSERT_TRUE(Create("again", tiny_).ok());
+  auto ctx = Ctx();
+  auto stream = stub_->StreamConsole(ctx.get());
+  v1::ConsoleRequest first;
+  first.set_vm_id("again");
+  ASSERT_TRUE(stream->Write(first));
+  ASSERT_TRUE(Delete("again").ok());
+  bool stopped = false;
+  ReadUntil(stream.get(), "never printed", &stopped);
+  EXPECT_TRUE(stopped);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(ServiceTest, SixteenConcurrentClientsLoseAndCrossNothing) {
   REQUIRE_KVM();
   constexpr int kClients = 16;
@@ -664,8 +720,18 @@ TEST_F(ServiceTest, TestGuestDrivesEveryDeviceAndGetVmReportsIt) {
     ASSERT_TRUE(Add(vm, net).ok());
     ASSERT_TRUE(Call(&v1::VmService::Stub::StartVm, vm).ok());
     ASSERT_TRUE(Wait(vm, 120000, &info).ok());
+    auto ctx = Ctx();
+    auto stream = stub_->StreamConsole(ctx.get());
+    v1::ConsoleRequest first;
+    first.set_vm_id(vm);
+    first.set_replay(true);
+    ASSERT_TRUE(stream->Write(first));
+    const std::string out = ReadUntil(stream.get(), "never printed");
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+    EXPECT_THAT(out, HasSubstr("VMMKIT done failures=0"));
     EXPECT_TRUE(info.has_exit_code());
-    EXPECT_EQ(info.exit_code(), 0);
+    EXPECT_EQ(info.exit_code(), 0) << "guest console:\n" << out;
     ASSERT_EQ(info.devices_size(), 4);
     for (const v1::DeviceInfo& d : info.devices()) {
       SCOPED_TRACE(d.spec().id());
@@ -675,16 +741,6 @@ TEST_F(ServiceTest, TestGuestDrivesEveryDeviceAndGetVmReportsIt) {
       EXPECT_GT(d.pci_slot(), 0u);
       EXPECT_GT(d.counters().notifications(), 0u);
     }
-    auto ctx = Ctx();
-    auto stream = stub_->StreamConsole(ctx.get());
-    v1::ConsoleRequest first;
-    first.set_vm_id(vm);
-    first.set_replay(true);
-    ASSERT_TRUE(stream->Write(first));
-    std::string out = ReadUntil(stream.get(), "never printed");
-    EXPECT_THAT(out, HasSubstr("VMMKIT done failures=0"));
-    stream->WritesDone();
-    stream->Finish();
     EXPECT_TRUE(Delete(vm).ok());
   }
 }

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "vmm/api/socket_path.h"
 #include "vmm/api/vmmkit.grpc.pb.h"
 
 namespace vmmkit::vmmctl {
@@ -822,15 +823,6 @@ int Run(const Context& ctx, const Args& args) {
   return Usage(absl::StrCat("unhandled command ", cmd), nullptr);
 }
 
-std::string DefaultSocketPath() {
-  if (geteuid() == 0) return "/run/vmmkit/vmmd.sock";
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  if (xdg != nullptr && xdg[0] == '/') {
-    return absl::StrCat(xdg, "/vmmkit/vmmd.sock");
-  }
-  return absl::StrCat("/tmp/vmmkit-", geteuid(), "/vmmd.sock");
-}
-
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -851,7 +843,7 @@ int Main(int argc, char** argv) {
       return Usage("--socket or --server, not both", nullptr);
     target = args.Get("server");
   } else {
-    std::string path = args.Get("socket", DefaultSocketPath());
+    std::string path = args.Get("socket", api::DefaultSocketPath());
     if (path.empty() || path[0] != '/') {
       char cwd[4096];
       if (getcwd(cwd, sizeof(cwd)) == nullptr) return kOtherError;
