@@ -131,8 +131,9 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
   grpc::ResourceQuota quota("vmmd");
   quota.SetMaxThreads(kMaxServerThreads);
   builder.SetResourceQuota(quota);
-  // The socket is created by bind(): make it 0600 from the start.
-  mode_t old_umask = umask(077);
+  // The socket is created by bind() with 0777 & ~umask: 0600 from the start
+  // (the chmod below only makes sure).
+  mode_t old_umask = umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   umask(old_umask);
   if (server == nullptr || port == 0) {

@@ -61,6 +61,11 @@ TEST_F(VmmdTest, ServesOnAPrivateUnixSocketAndExitsCleanlyOnSigterm) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
   ASSERT_EQ(stat(socket_.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // The log line comes right after the socket starts answering.
+  for (int i = 0; i < 200 && !absl::StrContains(ReadFile(log_), "listening");
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
   EXPECT_THAT(ReadFile(log_), ::testing::HasSubstr("listening on unix:"));
 
   auto stub = Connect();
