@@ -168,7 +168,7 @@ absl::StatusOr<BootInfo> LoadBzImage(absl::Span<const uint8_t> image,
   std::memcpy(&hdr, image.data() + kSetupHeaderOffset, sizeof(hdr));
   if (hdr.version < 0x206) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "bzImage: boot protocol %#x, need 2.06 or later", hdr.version));
+        "bzImage: boot protocol %#x, need 2.06 or later", +hdr.version));
   }
   if (!(hdr.loadflags & kLoadedHigh)) {
     return absl::InvalidArgumentError("bzImage: not LOADED_HIGH (a zImage)");
@@ -183,7 +183,8 @@ absl::StatusOr<BootInfo> LoadBzImage(absl::Span<const uint8_t> image,
   }
   const uint64_t kernel_size = image.size() - kernel_offset;
   // The kernel decompresses in place up to init_size bytes from its start.
-  const uint64_t footprint = std::max<uint64_t>(kernel_size, hdr.init_size);
+  const uint64_t footprint =
+      std::max<uint64_t>(kernel_size, uint64_t{hdr.init_size});
   if (ram_size < kHighMemStart || footprint > ram_size - kHighMemStart) {
     return absl::InvalidArgumentError(
         absl::StrFormat("bzImage: needs %#x bytes above 1 MiB, RAM is %#x",

@@ -171,16 +171,16 @@ TEST_F(BootTest, BzImageBootParams) {
   EXPECT_EQ(info->rsi, kZeroPageAddr);
   EXPECT_EQ(Read<uint8_t>(0x100000 + 0x123), 0x23);  // kernel copied
   SetupHeader h = Read<SetupHeader>(kZeroPageAddr + kSetupHeaderOffset);
-  EXPECT_EQ(h.header, kHdrSMagic);
-  EXPECT_EQ(h.type_of_loader, 0xff);
-  EXPECT_EQ(h.cmd_line_ptr, kCmdlineAddr);
-  EXPECT_EQ(h.cmdline_size, 13u);
-  EXPECT_TRUE(h.loadflags & kCanUseHeap);
-  EXPECT_EQ(h.ramdisk_size, 0x1800u);
+  EXPECT_EQ(+h.header, kHdrSMagic);
+  EXPECT_EQ(+h.type_of_loader, 0xff);
+  EXPECT_EQ(+h.cmd_line_ptr, kCmdlineAddr);
+  EXPECT_EQ(+h.cmdline_size, 13u);
+  EXPECT_TRUE(+h.loadflags & kCanUseHeap);
+  EXPECT_EQ(+h.ramdisk_size, 0x1800u);
   // The initrd sits page-aligned at the top of RAM.
-  EXPECT_EQ(h.ramdisk_image % 4096, 0u);
-  EXPECT_LE(h.ramdisk_image + h.ramdisk_size, kRam);
-  EXPECT_GT(h.ramdisk_image + h.ramdisk_size, kRam - 4096);
+  EXPECT_EQ(+h.ramdisk_image % 4096, 0u);
+  EXPECT_LE(+h.ramdisk_image + h.ramdisk_size, kRam);
+  EXPECT_GT(+h.ramdisk_image + h.ramdisk_size, kRam - 4096);
   EXPECT_EQ(Read<uint8_t>(h.ramdisk_image), 0x77);
   // e820: RAM below the EBDA, reserved to 1 MiB, RAM above.
   ASSERT_EQ(Read<uint8_t>(kZeroPageAddr + kZpE820Entries), 3);
@@ -188,15 +188,15 @@ TEST_F(BootTest, BzImageBootParams) {
   for (int i = 0; i < 3; ++i) {
     e[i] = Read<E820Entry>(kZeroPageAddr + kZpE820Table + 20 * i);
   }
-  EXPECT_EQ(e[0].addr, 0u);
-  EXPECT_EQ(e[0].size, kEbdaStart);
-  EXPECT_EQ(e[0].type, kE820Ram);
-  EXPECT_EQ(e[1].addr, kEbdaStart);
-  EXPECT_EQ(e[1].addr + e[1].size, kHighMemStart);
-  EXPECT_EQ(e[1].type, kE820Reserved);
-  EXPECT_EQ(e[2].addr, kHighMemStart);
-  EXPECT_EQ(e[2].addr + e[2].size, kRam);
-  EXPECT_EQ(e[2].type, kE820Ram);
+  EXPECT_EQ(+e[0].addr, 0u);
+  EXPECT_EQ(+e[0].size, kEbdaStart);
+  EXPECT_EQ(+e[0].type, kE820Ram);
+  EXPECT_EQ(+e[1].addr, kEbdaStart);
+  EXPECT_EQ(+e[1].addr + e[1].size, kHighMemStart);
+  EXPECT_EQ(+e[1].type, kE820Reserved);
+  EXPECT_EQ(+e[2].addr, kHighMemStart);
+  EXPECT_EQ(+e[2].addr + e[2].size, kRam);
+  EXPECT_EQ(+e[2].type, kE820Ram);
 }
 
 TEST_F(BootTest, BadBzImages) {
@@ -275,16 +275,16 @@ TEST(MpTableTest, LayoutAndChecksums) {
   MpFloatingPointer fp;
   std::memcpy(&fp, t.data(), sizeof(fp));
   EXPECT_EQ(std::string(fp.signature, 4), "_MP_");
-  EXPECT_EQ(fp.config_table, 0xf0010u);
-  EXPECT_EQ(fp.length, 1);
-  EXPECT_EQ(fp.spec_rev, 4);
+  EXPECT_EQ(+fp.config_table, 0xf0010u);
+  EXPECT_EQ(+fp.length, 1);
+  EXPECT_EQ(+fp.spec_rev, 4);
   EXPECT_EQ(MpChecksum(t.data(), 16), 0);
   MpConfigHeader h;
   std::memcpy(&h, t.data() + 16, sizeof(h));
   EXPECT_EQ(std::string(h.signature, 4), "PCMP");
-  EXPECT_EQ(h.base_table_length, t.size() - 16);
+  EXPECT_EQ(+h.base_table_length, t.size() - 16);
   EXPECT_EQ(MpChecksum(t.data() + 16, h.base_table_length), 0);
-  EXPECT_EQ(h.lapic_address, kLapicAddr);
+  EXPECT_EQ(+h.lapic_address, kLapicAddr);
   // Walk the entries.
   size_t off = 16 + sizeof(MpConfigHeader);
   int cpus = 0, bsp = 0, buses = 0, ioapics = 0, isa = 0, local = 0;
@@ -295,8 +295,8 @@ TEST(MpTableTest, LayoutAndChecksums) {
     if (type == kMpEntryProcessor) {
       MpProcessorEntry p;
       std::memcpy(&p, t.data() + off, sizeof(p));
-      EXPECT_EQ(p.lapic_id, cpus);
-      EXPECT_TRUE(p.cpu_flags & 1);
+      EXPECT_EQ(+p.lapic_id, cpus);
+      EXPECT_TRUE(+p.cpu_flags & 1);
       if (p.cpu_flags & 2) ++bsp;
       ++cpus;
       off += 20;
@@ -306,20 +306,20 @@ TEST(MpTableTest, LayoutAndChecksums) {
     if (type == kMpEntryIoapic) {
       MpIoapicEntry io;
       std::memcpy(&io, t.data() + off, sizeof(io));
-      EXPECT_EQ(io.address, kIoapicAddr);
-      EXPECT_EQ(io.ioapic_id, 2);
+      EXPECT_EQ(+io.address, kIoapicAddr);
+      EXPECT_EQ(+io.ioapic_id, 2);
       ++ioapics;
     }
     if (type == kMpEntryIoInterrupt) {
       MpInterruptEntry e;
       std::memcpy(&e, t.data() + off, sizeof(e));
       if (e.source_bus_id == kMpBusIsa) {
-        EXPECT_EQ(e.source_bus_irq, e.dest_apic_intin);
-        EXPECT_EQ(e.flags, kMpIrqEdgeHigh);
+        EXPECT_EQ(+e.source_bus_irq, e.dest_apic_intin);
+        EXPECT_EQ(+e.flags, kMpIrqEdgeHigh);
         ++isa;
       } else {
-        EXPECT_EQ(e.source_bus_id, kMpBusPci);
-        EXPECT_EQ(e.flags, kMpIrqLevelLow);
+        EXPECT_EQ(+e.source_bus_id, kMpBusPci);
+        EXPECT_EQ(+e.flags, kMpIrqLevelLow);
         pci.push_back({e.source_bus_irq, e.dest_apic_intin});
       }
     }

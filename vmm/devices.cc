@@ -17,6 +17,7 @@
 #include "virtio-device/rng.h"
 #include "virtio-device/tap.h"
 #include "vmm/mptable.h"
+#include "vmm/msi_routes.h"
 
 namespace vmmkit::vmm {
 
@@ -65,10 +66,37 @@ class DeviceSlot::LockedFunction final : public pci::PciFunction {
 };
 
 // MSI-X messages and the INTx pin, to KVM. Called under the device's lock.
+// Each MSI-X vector has an irqfd route whose message follows the guest's
+// vector table (the MSI-X observer); a message is sent by writing the
+// route's eventfd, or with KVM_SIGNAL_MSI if no route carries it.
 class DeviceSlot::Interrupts final : public pci::MsiSink, public pci::IntxSink {
  public:
-  Interrupts(VmFd* vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
+  Interrupts(VmFd* vm, MsiRoutes* routes, uint32_t gsi)
+      : vm_(vm), routes_(routes), gsi_(gsi) {}
+
+  absl::Status AddVectors(uint16_t n) {
+    for (uint16_t v = 0; v < n; ++v) {
+      VMMKIT_ASSIGN_OR_RETURN(int route, routes_->Add());
+      vectors_.push_back({route, std::nullopt});
+    }
+    return absl::OkStatus();
+  }
+  // The guest changed vector `v`'s entry.
+  void OnVector(uint16_t v, const pci::MsiMessage& m) {
+    if (v >= vectors_.size()) return;
+    std::optional<std::pair<uint64_t, uint32_t>> msg;
+    // Only messages the LAPICs decode get a route (0xFEEx_xxxx).
+    if ((m.address >> 20) == 0xfee) msg = std::make_pair(m.address, m.data);
+    vectors_[v].message = msg;
+    (void)routes_->Set(vectors_[v].route, msg);
+  }
   void SendMsi(uint64_t address, uint32_t data) override {
+    for (const Vector& v : vectors_) {
+      if (v.message.has_value() && v.message->first == address &&
+          v.message->second == data && routes_->Trigger(v.route)) {
+        return;
+      }
+    }
     // A failure means the guest programmed an address the LAPICs do not
     // decode: the message is lost, as on hardware.
     (void)vm_->SignalMsi(address, data);
@@ -76,8 +104,14 @@ class DeviceSlot::Interrupts final : public pci::MsiSink, public pci::IntxSink {
   void SetIntx(bool asserted) override { (void)vm_->IrqLine(gsi_, asserted); }
 
  private:
+  struct Vector {
+    int route;
+    std::optional<std::pair<uint64_t, uint32_t>> message;
+  };
   VmFd* vm_;
+  MsiRoutes* routes_;
   uint32_t gsi_;
+  std::vector<Vector> vectors_;
 };
 
 namespace {
@@ -212,12 +246,22 @@ absl::StatusOr<std::unique_ptr<DeviceSlot>> DeviceSlot::Create(
   return slot;
 }
 
-absl::Status DeviceSlot::Attach(pci::RootBus& bus) {
+absl::Status DeviceSlot::Attach(pci::RootBus& bus, MsiRoutes& routes) {
   locked_ = std::make_unique<LockedFunction>(*this);
   VMMKIT_ASSIGN_OR_RETURN(pci::PciAddress at, bus.AddDevice(locked_.get()));
   address_ = at;
-  interrupts_ = std::make_unique<Interrupts>(vm_, PciSlotGsi(at.device));
+  interrupts_ =
+      std::make_unique<Interrupts>(vm_, &routes, PciSlotGsi(at.device));
   absl::MutexLock l(&mu_);
+  if (pci::MsixController* msix = function_->msix(); msix != nullptr) {
+    VMMKIT_RETURN_IF_ERROR(interrupts_->AddVectors(msix->num_vectors()));
+    // Runs inside a guest table write, under this device's lock.
+    msix->SetObserver(
+        [this, msix](uint16_t v) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          interrupts_->OnVector(v, msix->message(v));
+        },
+        nullptr);
+  }
   function_->config_space().Set8(pci::kRegInterruptLine,
                                  static_cast<uint8_t>(PciSlotGsi(at.device)));
   function_->set_msi_sink(interrupts_.get());

@@ -9,13 +9,15 @@
 //   for (const DeviceSlot::PollFd& p : slot->poll_fds()) epoll_add(p.fd, ..);
 //   ... I/O thread: slot->OnReady(p);
 //
-// Interrupts: MSI-X messages are injected with KVM_SIGNAL_MSI (the address
-// and data the guest programmed, so a moved or retargeted vector is simply
-// the next message; masked vectors stay pending in the MSI-X table, see
-// pci/msix.h); INTx drives the IOAPIC input PciSlotGsi(slot) with
-// KVM_IRQ_LINE, level-triggered: raised with the ISR and lowered when the
-// driver reads the ISR, which is how virtio-pci acknowledges it. The
-// function's Interrupt Line register holds that GSI, as firmware leaves it.
+// Interrupts: every MSI-X vector gets an irqfd and a KVM GSI route
+// (MsiRoutes) that follows the message the guest programs in the vector
+// table; raising a vector writes its irqfd (KVM_SIGNAL_MSI for a message no
+// route carries). Masked vectors stay pending in the MSI-X table and are
+// sent when unmasked (pci/msix.h). INTx drives the IOAPIC input
+// PciSlotGsi(slot) with KVM_IRQ_LINE, level-triggered: raised with the ISR and
+// lowered when the driver reads the ISR, which is how virtio-pci acknowledges
+// it. The function's Interrupt Line register holds that GSI, as firmware leaves
+// it.
 //
 // Notifications: every doorbell of VirtioPciFunction::doorbells() (the
 // legacy QUEUE_NOTIFY port with the queue index as datamatch, the modern
@@ -53,6 +55,7 @@
 #include "pci/virtio_pci.h"
 #include "virtio-device/virtio_device.h"
 #include "vmm/kvm.h"
+#include "vmm/msi_routes.h"
 #include "vmm/vm.h"
 
 namespace vmmkit::virtio {
@@ -80,8 +83,9 @@ class DeviceSlot {
   const std::string& id() const { return config_.id; }
 
   // Puts the function on `bus` (next free device number), sets its
-  // Interrupt Line and interrupt sinks. `bus` must outlive the slot.
-  absl::Status Attach(pci::RootBus& bus);
+  // Interrupt Line and interrupt sinks, and an MSI route per MSI-X vector.
+  // `bus` and `routes` must outlive the slot.
+  absl::Status Attach(pci::RootBus& bus, MsiRoutes& routes);
   std::optional<pci::PciAddress> address() const { return address_; }
 
   // (Re)registers the ioeventfds at the BARs' current addresses: those of

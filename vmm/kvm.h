@@ -152,8 +152,9 @@ class Kvm {
 };
 
 // Adjusts KVM's supported CPUID for a guest with `num_vcpus` vCPUs, as vCPU
-// `vcpu_id`: APIC id in leaf 1 and leaf 0xb, the hypervisor bit, no
-// hypervisor leaves.
+// `vcpu_id`: APIC id and logical processor count in leaf 1, x2APIC id in
+// leaves 0xb/0x1f, the hypervisor bit. KVM's own leaves (0x40000000..:
+// kvmclock and the paravirtual features it supports) are passed through.
 std::vector<kvm_cpuid_entry2> GuestCpuid(std::vector<kvm_cpuid_entry2> cpuid,
                                          uint32_t vcpu_id, int num_vcpus);
 

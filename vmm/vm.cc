@@ -34,6 +34,7 @@
 #include "vmm/devices.h"
 #include "vmm/kvm.h"
 #include "vmm/mptable.h"
+#include "vmm/msi_routes.h"
 #include "vmm/platform.h"
 
 namespace vmmkit::vmm {
@@ -202,6 +203,7 @@ class VmImpl {
   // resets the devices, marks the VM stopped.
   void FinishRun();
   void AppendConsole(absl::string_view bytes);
+  void JoinVcpus();
   absl::Status SetupVcpu(VcpuFd& cpu, int index,
                          const std::vector<kvm_cpuid_entry2>& cpuid);
   DeviceSlot* FindSlot(absl::string_view id) const;
@@ -210,6 +212,7 @@ class VmImpl {
   uint64_t ram_size_ = 0;
   std::unique_ptr<Kvm> kvm_;
   std::unique_ptr<VmFd> vm_;
+  std::unique_ptr<MsiRoutes> routes_;  // outlives the slots
   std::unique_ptr<virtqueue::GuestMemoryMmap> memory_;
   BootInfo boot_;
 
@@ -228,7 +231,8 @@ class VmImpl {
   std::optional<int> exit_code_ ABSL_GUARDED_BY(state_mu_);
   absl::Status stop_reason_ ABSL_GUARDED_BY(state_mu_);
   std::vector<pthread_t> vcpu_handles_ ABSL_GUARDED_BY(state_mu_);
-  std::vector<std::thread> vcpu_threads_;  // joined by Shutdown
+  absl::Mutex join_mu_;
+  std::vector<std::thread> vcpu_threads_;  // joined under join_mu_
   std::thread io_thread_;
   ScopedFd io_stop_;
   ScopedFd epoll_;
@@ -281,6 +285,8 @@ absl::Status VmImpl::Init() {
   VMMKIT_RETURN_IF_ERROR(vm_->SetIdentityMapAddr(kIdentityMapAddr));
   VMMKIT_RETURN_IF_ERROR(vm_->CreateIrqchip());
   VMMKIT_RETURN_IF_ERROR(vm_->CreatePit2());
+  routes_ = std::make_unique<MsiRoutes>(vm_.get());
+  VMMKIT_RETURN_IF_ERROR(routes_->Init());
   VMMKIT_RETURN_IF_ERROR(
       vm_->SetUserMemoryRegion(0, 0, ram_size_, memory_->regions()[0].host));
   VMMKIT_ASSIGN_OR_RETURN(
@@ -288,7 +294,17 @@ absl::Status VmImpl::Init() {
   VMMKIT_RETURN_IF_ERROR(WriteLongModeTables(*memory_, boot_.kind));
 
   absl::MutexLock l(&io_mu_);
-  bus_ = std::make_unique<pci::RootBus>();
+  // Contract A: every BAR in the 32-bit window [0xC0000000, 0xE0000000)
+  // below the IOAPIC and LAPIC (64-bit BARs too: the identity map a test
+  // guest starts with covers 4 GiB), I/O BARs from 0xC000. No ECAM: nothing
+  // tells a guest without ACPI where it is, and its default address would
+  // sit inside RAM above 2.75 GiB.
+  pci::RootBus::Options bus_options;
+  bus_options.io = {0xc000, 0x4000};
+  bus_options.mmio32 = {kMaxRamSize, 0x20000000};
+  bus_options.mmio64 = {0, 0};
+  bus_options.ecam_base = 0;
+  bus_ = std::make_unique<pci::RootBus>(bus_options);
   uart_ = std::make_unique<Serial8250>(
       [this](absl::string_view out) { AppendConsole(out); },
       [this](bool level) { (void)vm_->IrqLine(kCom1Irq, level); });
@@ -395,7 +411,7 @@ absl::Status VmImpl::Start() {
   {
     absl::MutexLock l(&io_mu_);
     for (auto& s : slots_) {
-      absl::Status st = s->Attach(*bus_);
+      absl::Status st = s->Attach(*bus_, *routes_);
       if (!st.ok()) return fail(st);
       pci_slots.push_back(s->address()->device);
     }
@@ -728,10 +744,15 @@ absl::Status VmImpl::Stop(absl::Duration graceful_timeout) {
     }
     VMMKIT_RETURN_IF_ERROR(WaitStopped(absl::Seconds(30)));
   }
+  JoinVcpus();
+  return absl::OkStatus();
+}
+
+void VmImpl::JoinVcpus() {
+  absl::MutexLock l(&join_mu_);  // Stop() may be called from many threads
   for (std::thread& t : vcpu_threads_) {
     if (t.joinable()) t.join();
   }
-  return absl::OkStatus();
 }
 
 void VmImpl::Shutdown() {
@@ -741,9 +762,7 @@ void VmImpl::Shutdown() {
     absl::MutexLock l(&state_mu_);
     vcpu_handles_.clear();
   }
-  for (std::thread& t : vcpu_threads_) {
-    if (t.joinable()) t.join();
-  }
+  JoinVcpus();
   if (io_thread_.joinable()) io_thread_.join();
   slots_.clear();
   vcpus_.clear();

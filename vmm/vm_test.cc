@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -154,6 +156,42 @@ TEST_F(VmTest, PciConfigThroughCf8) {
   EXPECT_EQ(devs[0].id, "rng0");
   EXPECT_EQ(devs[0].pci_slot, 1);
   EXPECT_EQ(devs[0].status, 0);
+}
+
+// A modern device's BARs (MSI-X BAR 1, 64-bit BAR 4) land below 4 GiB in
+// the 32-bit window: the guest reads BAR 4's low and high dwords and exits
+// with (high != 0) << 31 | low >> 4.
+TEST_F(VmTest, ModernBarsBelow4GiB) {
+  std::vector<uint8_t> c;
+  MovDx(c, 0xcf8);
+  MovEax(c, 0x80000820);  // 00:01.0 BAR 4
+  c.push_back(0xef);
+  MovDx(c, 0xcfc);
+  Emit(c, {0xed, 0x89, 0xc3});  // in eax, dx ; mov ebx, eax
+  MovDx(c, 0xcf8);
+  MovEax(c, 0x80000824);  // BAR 5: the upper half
+  c.push_back(0xef);
+  MovDx(c, 0xcfc);
+  c.push_back(0xed);
+  // ecx = (eax != 0) << 31 ; eax = ebx >> 4 | ecx
+  Emit(c, {0x31, 0xc9, 0x85, 0xc0, 0x0f, 0x95, 0xc1, 0xc1, 0xe1, 0x1f});
+  Emit(c, {0x89, 0xd8, 0xc1, 0xe8, 0x04, 0x09, 0xc8});
+  MovDx(c, 0x501);
+  Emit(c, {0xef, 0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->AddDevice({.id = "rng",
+                           .type = virtio::DeviceType::kRng,
+                           .transport = Transport::kPciModern,
+                           .params = RngParams{}}));
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->WaitStopped(absl::Seconds(20)));
+  ASSERT_TRUE(vm->exit_code().has_value());
+  const uint32_t v = static_cast<uint32_t>(*vm->exit_code());
+  EXPECT_EQ(v >> 31, 0u) << "BAR 4 above 4 GiB";
+  const uint64_t bar = uint64_t{v & 0x7fffffff} << 4 & ~uint64_t{0xf};
+  EXPECT_GE(bar, 0xc0000000u);
+  EXPECT_LT(bar, 0xe0000000u);
 }
 
 TEST_F(VmTest, AddDeviceErrors) {
@@ -330,15 +368,23 @@ TEST_F(VmTest, SerialInputReachesRbr) {
 // up queue 0 at PFN 0x200 with one 16-byte device-writable buffer, kicks it
 // (through the ioeventfd on QUEUE_NOTIFY: no exit), waits for the used ring
 // and exits with the used length.
-class LegacyRngTest : public VmTest,
-                      public ::testing::WithParamInterface<Transport> {};
+// With move_bar, the guest first moves BAR 0 to 0xd000 (as a kernel may
+// re-program it): the ioeventfd must follow.
+class LegacyRngTest
+    : public VmTest,
+      public ::testing::WithParamInterface<std::tuple<Transport, bool>> {};
 
 TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
+  const auto [transport, move_bar] = GetParam();
   std::vector<uint8_t> c;
   MovDx(c, 0xcf8);
   MovEax(c, 0x80000810);  // 00:01.0 BAR 0
   c.push_back(0xef);
   MovDx(c, 0xcfc);
+  if (move_bar) {
+    MovEax(c, 0xd000);
+    c.push_back(0xef);  // out dx, eax: BAR 0 = 0xd000
+  }
   c.push_back(0xed);
   Emit(c, {0x25, 0xfc, 0xff, 0x00, 0x00});  // and eax, 0xfffc
   Emit(c, {0x89, 0xc3});                    // mov ebx, eax
@@ -378,15 +424,15 @@ TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
   ASSERT_NE(vm, nullptr);
   ASSERT_OK(vm->AddDevice({.id = "rng",
                            .type = virtio::DeviceType::kRng,
-                           .transport = GetParam(),
+                           .transport = transport,
                            .params = RngParams{}}));
   ASSERT_OK(vm->Start());
   absl::Status s = vm->WaitStopped(absl::Seconds(20));
   if (!s.ok()) (void)vm->Stop(absl::ZeroDuration());
   ASSERT_OK(s);
   EXPECT_EQ(vm->exit_code(), 16) << vm->stop_reason();
-  // 8 port exits: the notify went to the ioeventfd.
-  EXPECT_EQ(vm->Metrics().exits_io, 8u);
+  // 8 port exits (9 with the BAR write): the notify went to the ioeventfd.
+  EXPECT_EQ(vm->Metrics().exits_io, move_bar ? 9u : 8u);
   std::vector<DeviceReport> d = vm->Devices();
   ASSERT_EQ(d.size(), 1u);
   EXPECT_TRUE(d[0].driver_legacy);
@@ -399,9 +445,41 @@ TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
   EXPECT_EQ(d[0].negotiated_features, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, LegacyRngTest,
-                         ::testing::Values(Transport::kPciLegacy,
-                                           Transport::kPciTransitional));
+INSTANTIATE_TEST_SUITE_P(
+    Modes, LegacyRngTest,
+    ::testing::Combine(::testing::Values(Transport::kPciLegacy,
+                                         Transport::kPciTransitional),
+                       ::testing::Bool()));
+
+TEST_F(VmTest, I8042ResetPowersOff) {
+  std::vector<uint8_t> c;
+  Print(c, "bye");
+  MovDx(c, 0x64);
+  OutAl(c, 0xfe);
+  Emit(c, {0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->WaitStopped(absl::Seconds(20)));
+  EXPECT_EQ(vm->exit_code(), 0);
+  EXPECT_OK(vm->stop_reason());
+  EXPECT_EQ(vm->ConsoleOutput(), "bye");
+}
+
+// int3 with no IDT: a triple fault. The VM stops with the reason; the VMM
+// survives.
+TEST_F(VmTest, TripleFaultStopsWithReason) {
+  std::vector<uint8_t> c;
+  Emit(c, {0xcc, 0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->Start());
+  absl::Status s = vm->WaitStopped(absl::Seconds(20));
+  if (!s.ok()) (void)vm->Stop(absl::ZeroDuration());
+  ASSERT_OK(s);
+  EXPECT_EQ(vm->exit_code(), std::nullopt);
+  EXPECT_THAT(vm->stop_reason(), StatusIs(absl::StatusCode::kInternal));
+}
 
 int CountFds() {
   int n = 0;
@@ -458,6 +536,44 @@ TEST_F(VmTest, DestroyWhileRunning) {
   ASSERT_OK(vm->Start());
   absl::SleepFor(absl::Milliseconds(50));
   vm.reset();  // must stop and join, not hang
+}
+
+// The gRPC layer may call Stop (and the accessors) from several threads at
+// once, and stop a paused VM.
+TEST_F(VmTest, ConcurrentStopOfPausedVm) {
+  std::vector<uint8_t> c;
+  Emit(c, {0xeb, 0xfe});
+  std::unique_ptr<Vm> vm = Make(c, 2);
+  ASSERT_NE(vm, nullptr);
+  ASSERT_OK(vm->Start());
+  ASSERT_OK(vm->Pause());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      if (vm->Stop(absl::Seconds(1)).ok()) ++ok;
+      (void)vm->Devices();
+      (void)vm->state();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(vm->state(), VmState::kStopped);
+  EXPECT_THAT(vm->stop_reason(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(vm->Resume(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(VmTest, StopBeforeStart) {
+  std::vector<uint8_t> c;
+  Exit(c, 0);
+  std::unique_ptr<Vm> vm = Make(c);
+  ASSERT_NE(vm, nullptr);
+  EXPECT_THAT(vm->WaitStopped(absl::Milliseconds(10)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  ASSERT_OK(vm->Stop(absl::Seconds(1)));
+  EXPECT_EQ(vm->state(), VmState::kStopped);
+  EXPECT_THAT(vm->Start(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(vm->exit_code(), std::nullopt);
 }
 
 TEST(KvmProbe, IsPvmMatchesSysfs) {
