@@ -1,6 +1,7 @@
 // bench=1: what it costs to leave the guest, measured with rdtsc.
 //   - the TSC rate, against a 10 ms one-shot of the LAPIC timer;
-//   - a port read that the VMM answers in user space (port 0x502);
+//   - a port read that the VMM answers in user space (port 0x502), and a
+//     port write it accepts (the POST port 0x80);
 //   - a LAPIC register read (answered inside KVM with the in-kernel irqchip);
 //   - a virtio-pci register read (MMIO to the VMM's user space, modern) or an
 //     I/O BAR read (legacy);
@@ -23,16 +24,26 @@ using virtio_pci::DriverErrorName;
 using virtio_pci::VirtioPciDriver;
 using Buffer = VirtioPciDriver::Buffer;
 
-// TSC ticks per millisecond, from the LAPIC timer (1 ns per count on KVM).
+// TSC ticks per millisecond, from 20 ms one-shots of the LAPIC timer (1 ns
+// per count on KVM): the median of three, as a late wake-up under a loaded
+// host only ever makes one longer.
 uint64_t CalibrateTscKhz() {
-  const uint64_t timer_before = Interrupts().timer;
-  const uint64_t t0 = Rdtsc();
-  WaitForInterrupt(10000);
-  for (int i = 0; i < 100 && Interrupts().timer == timer_before; ++i) {
-    WaitForInterrupt(10000);
+  uint64_t k[3];
+  for (uint64_t& khz : k) {
+    const uint64_t timer_before = Interrupts().timer;
+    const uint64_t t0 = Rdtsc();
+    for (int i = 0; i < 100 && Interrupts().timer == timer_before; ++i) {
+      WaitForInterrupt(20000);
+    }
+    khz = (Rdtsc() - t0) / 20;
   }
-  const uint64_t t1 = Rdtsc();
-  return (t1 - t0) / 10;
+  if (k[0] > k[1]) {
+    const uint64_t t = k[0];
+    k[0] = k[1];
+    k[1] = t;
+  }
+  if (k[1] > k[2]) k[1] = k[2];
+  return k[0] > k[1] ? k[0] : k[1];
 }
 
 uint64_t Ns(uint64_t ticks, uint64_t tsc_khz) {
@@ -51,15 +62,28 @@ int RunBench(const Options& o, DmaArena& dma) {
   for (int i = 0; i < n; ++i) sink += Inb(kStopPort);
   uint64_t per = (Rdtsc() - t0) / (n > 0 ? n : 1);
   const uint64_t pio_ns = Ns(per, khz);
-  Printf("VMMKIT bench pio_read_ns=%lu pio_exits_per_s=%lu iterations=%d\n",
-         pio_ns, pio_ns == 0 ? 0 : uint64_t{1000000000} / pio_ns, n);
+  Printf(
+      "VMMKIT bench pio_read_ns=%lu pio_read_cycles=%lu pio_exits_per_s=%lu "
+      "iterations=%d\n",
+      pio_ns, per, pio_ns == 0 ? 0 : uint64_t{1000000000} / pio_ns, n);
+
+  // Port writes: the POST port 0x80, which the VMM accepts and ignores.
+  t0 = Rdtsc();
+  for (int i = 0; i < n; ++i) Outb(0x80, static_cast<uint8_t>(i));
+  per = (Rdtsc() - t0) / (n > 0 ? n : 1);
+  const uint64_t out_ns = Ns(per, khz);
+  Printf(
+      "VMMKIT bench pio_write_ns=%lu pio_write_cycles=%lu "
+      "pio_write_exits_per_s=%lu iterations=%d\n",
+      out_ns, per, out_ns == 0 ? 0 : uint64_t{1000000000} / out_ns, n);
 
   t0 = Rdtsc();
   for (int i = 0; i < n; ++i) {
     sink += static_cast<uint32_t>(MmioRead(kLapicBase + 0x30, 4));  // version
   }
   per = (Rdtsc() - t0) / (n > 0 ? n : 1);
-  Printf("VMMKIT bench lapic_read_ns=%lu iterations=%d\n", Ns(per, khz), n);
+  Printf("VMMKIT bench lapic_read_ns=%lu lapic_read_cycles=%lu iterations=%d\n",
+         Ns(per, khz), per, n);
 
   int failures = 0;
   GuestPlatform p(dma, kMsiVectorBase);

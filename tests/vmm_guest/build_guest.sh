@@ -23,4 +23,12 @@ for src in "$@"; do
     *) ;;
   esac
 done
-ld.lld -static -nostdlib --no-pie -z max-page-size=4096 -T "$script" -o "$out" $objs
+# ld.lld (Debian package lld) when present, else GNU ld (binutils): both
+# take the linker script.
+if command -v ld.lld >/dev/null 2>&1; then
+  ld.lld -static -nostdlib --no-pie -z max-page-size=4096 -T "$script" -o "$out" $objs
+else
+  extra=""
+  ld --help 2>/dev/null | grep -q no-warn-rwx-segments && extra="--no-warn-rwx-segments"
+  ld -static -nostdlib --no-pie -z max-page-size=4096 $extra -T "$script" -o "$out" $objs
+fi

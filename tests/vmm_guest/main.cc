@@ -7,10 +7,17 @@
 //   msix=1|0            MSI-X through the LAPIC, or INTx through the IOAPIC
 //   devices=blk,rng,... which device types to drive (default: all found)
 //   qsize=N             lower modern queues to N (0: keep the device's)
-//   cpus=N              expect N vCPUs to arrive at the entry (report only)
+//   cpus=N              start the other N-1 vCPUs (INIT/SIPI) and report
+//                       how many came up; smp=0 leaves them waiting
 //   hostile=1           the hostile scenario instead of the device checks
 //   bench=1             the exit / round-trip measurements instead
 //   wait_stop=1         after the checks, wait for port 0x502 before exiting
+//   uart_input=N        read N bytes from the 8250's receive side (polled,
+//                       ~10 s at most) and print them
+//   end=reset           end with the i8042 CPU reset (0xfe to port 0x64)
+//                       instead of port 0x501
+//   smp_io=1            with cpus=N: device i is driven by vCPU i % N, all
+//                       at once, each taking its devices' interrupts
 //
 // Output: machine-readable lines on the serial port, e.g.
 //   VMMKIT device=00:01.0 type=2 id=1af4:1001 rev=0 interface=legacy msix=1
@@ -37,6 +44,18 @@ using virtio_pci::VirtioPciDriver;
 // stacks stay below 4 MiB; VMs have at least 16 MiB).
 constexpr uint64_t kDmaBase = 4ull << 20;
 constexpr uint64_t kDmaLimit = 12ull << 20;
+// The APs' own DMA areas with smp_io=1: 1 MiB each from 12 MiB.
+constexpr uint64_t kApDmaBase = 12ull << 20;
+constexpr uint64_t kApDmaSize = 1ull << 20;
+
+// What the BSP hands the APs with smp_io=1 (set before INIT/SIPI).
+struct ApJob {
+  const Options* options = nullptr;
+  uint32_t ncpus = 1;
+  volatile uint32_t done = 0;
+  volatile int failures = 0;
+};
+ApJob g_ap_job;
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n'; }
 
@@ -121,6 +140,26 @@ const char* TypeName(uint16_t type) {
   }
 }
 
+// Polls the 8250 (LSR bit 0, data ready) for `count` bytes, ~10 s at most.
+int ReadUart(uint32_t count) {
+  constexpr uint16_t kLsr = kSerialPort + 5;
+  char text[65];
+  uint32_t n = 0;
+  Printf("VMMKIT uart waiting for input bytes=%u\n", count);
+  for (int polls = 0; polls < 10000 && n < count && n < 64; ++polls) {
+    if ((Inb(kLsr) & 1) == 0) {
+      WaitForInterrupt(1000);
+      continue;
+    }
+    const char c = static_cast<char>(Inb(kSerialPort));
+    text[n++] = c == '\n' || c == '"' || c == ' ' ? '_' : c;
+  }
+  text[n] = 0;
+  Printf("VMMKIT uart input=\"%s\" bytes=%u result=%s\n", text, n,
+         n == count ? "ok" : "fail");
+  return n == count ? 0 : 1;
+}
+
 }  // namespace vmmkit::tests::vmm_guest
 
 using namespace vmmkit::tests::vmm_guest;  // NOLINT: the entry points
@@ -149,19 +188,37 @@ extern "C" [[noreturn]] void GuestMain(const char* cmdline) {
   int failures = 0;
   const uint32_t cpus =
       static_cast<uint32_t>(CmdlineNumber(cmdline, "cpus", 1));
-  if (cpus > 1) {
-    // Other vCPUs that enter at _start check in (GuestApMain).
-    for (int i = 0; i < 200 && g_aps_started + 1 < cpus; ++i) {
-      WaitForInterrupt(1000);
-    }
-    Printf("VMMKIT smp expected=%u started=%u\n", cpus, g_aps_started + 1);
+  const bool bench = CmdlineNumber(cmdline, "bench", 0) != 0;
+  const bool hostile = CmdlineNumber(cmdline, "hostile", 0) != 0;
+  const bool smp_io = cpus > 1 && cpus <= kMaxCpus && !bench && !hostile &&
+                      CmdlineNumber(cmdline, "smp_io", 0) != 0;
+  if (smp_io) {
+    g_ap_job.options = &o;
+    g_ap_job.ncpus = cpus;
   }
-  if (CmdlineNumber(cmdline, "bench", 0) != 0) {
+  uint32_t aps = 0;
+  if (cpus > 1) {
+    // The APs wait for INIT/SIPI; each checks in from GuestApMain.
+    aps = CmdlineNumber(cmdline, "smp", 1) != 0 ? StartAps(cpus - 1) : 0;
+    Printf("VMMKIT smp expected=%u started=%u\n", cpus, aps + 1);
+  }
+  if (bench) {
     failures += RunBench(o, dma);
-  } else if (CmdlineNumber(cmdline, "hostile", 0) != 0) {
+  } else if (hostile) {
     failures += RunHostile(o, dma);
   } else {
-    failures += RunDeviceChecks(o, dma);
+    failures +=
+        RunDeviceChecks(o, dma, 0, smp_io ? static_cast<int>(cpus) : 1, 0);
+  }
+  if (smp_io) {
+    // Up to ~60 s for the APs' share.
+    for (int i = 0; i < 6000 && g_ap_job.done < aps; ++i) {
+      WaitForInterrupt(10000);
+    }
+    const bool all = g_ap_job.done == cpus - 1;
+    Printf("VMMKIT smp_io result=%s aps_done=%u ap_failures=%d\n",
+           all ? "ok" : "fail", g_ap_job.done, g_ap_job.failures);
+    failures += g_ap_job.failures + (all ? 0 : 1);
   }
   const InterruptStats& s = Interrupts();
   Printf(
@@ -173,12 +230,31 @@ extern "C" [[noreturn]] void GuestMain(const char* cmdline) {
     while (!StopRequested()) WaitForInterrupt(10000);
     Printf("VMMKIT stop requested\n");
   }
+  const uint32_t uart_bytes =
+      static_cast<uint32_t>(CmdlineNumber(cmdline, "uart_input", 0));
+  if (uart_bytes > 0) failures += ReadUart(uart_bytes);
   Printf("VMMKIT done failures=%d\n", failures);
+  char end[16] = "exit";
+  CmdlineGet(cmdline, "end", end, sizeof(end));
+  if (memcmp(end, "reset", 6) == 0 && failures == 0) {
+    FlushSerial();
+    Outb(0x64, 0xfe);  // i8042 pulse reset: the VMM powers off (code 0)
+    for (;;) asm volatile("cli; hlt");
+  }
   Exit(failures == 0 ? 0 : 1);
 }
 
 extern "C" [[noreturn]] void GuestApMain(uint32_t apic_id) {
   __atomic_fetch_add(&g_aps_started, 1, __ATOMIC_SEQ_CST);
-  (void)apic_id;
+  if (g_ap_job.options != nullptr && apic_id < g_ap_job.ncpus) {
+    InterruptsInitAp();
+    DmaArena dma(kApDmaBase + (apic_id - 1) * kApDmaSize,
+                 kApDmaBase + apic_id * kApDmaSize);
+    const int f =
+        RunDeviceChecks(*g_ap_job.options, dma, static_cast<int>(apic_id),
+                        static_cast<int>(g_ap_job.ncpus), apic_id);
+    __atomic_fetch_add(&g_ap_job.failures, f, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&g_ap_job.done, 1, __ATOMIC_SEQ_CST);
+  }
   for (;;) asm volatile("cli; hlt");
 }

@@ -52,17 +52,24 @@ class GuestPlatform final : public virtio_pci::PlatformAccess {
 
   uint32_t InPort(uint16_t port, int width) override {
     ++port_reads;
+    uint32_t v;
     switch (width) {
       case 1:
-        return Inb(port);
+        v = Inb(port);
+        break;
       case 2:
-        return Inw(port);
+        v = Inw(port);
+        break;
       default:
-        return Inl(port);
+        v = Inl(port);
+        break;
     }
+    if (port >= 0xcfc && port <= 0xcff) PciConfigUnlock();
+    return v;
   }
   void OutPort(uint16_t port, uint32_t value, int width) override {
     ++port_writes;
+    if (port == 0xcf8) PciConfigLock();
     switch (width) {
       case 1:
         Outb(port, static_cast<uint8_t>(value));
@@ -74,13 +81,16 @@ class GuestPlatform final : public virtio_pci::PlatformAccess {
         Outl(port, value);
         break;
     }
+    if (port >= 0xcfc && port <= 0xcff) PciConfigUnlock();
   }
   uint64_t MmioRead(uint64_t address, int width) override {
     ++mmio_reads;
+    if (!EnsureMapped(address)) return ~uint64_t{0};
     return vmm_guest::MmioRead(address, width);
   }
   void MmioWrite(uint64_t address, uint64_t value, int width) override {
     ++mmio_writes;
+    if (!EnsureMapped(address)) return;
     vmm_guest::MmioWrite(address, value, width);
   }
   uint64_t AllocDma(uint64_t size, uint64_t align) override {
@@ -108,10 +118,14 @@ class GuestPlatform final : public virtio_pci::PlatformAccess {
   bool IntxAsserted() override { return gsi_ >= 0 && IntxTake(gsi_); }
   void WaitForInterrupt() override {
     ++waits;
-    vmm_guest::WaitForInterrupt();
+    vmm_guest::WaitForInterrupt(1000, gsi_);
   }
 
   uint8_t msi_data_base() const { return msi_data_base_; }
+  // The LAPIC that takes this device's interrupts (MSI destination, IOAPIC
+  // destination): the vCPU that drives it.
+  void set_lapic_id(uint32_t id) { lapic_id_ = id; }
+  uint32_t lapic_id() const { return lapic_id_; }
   void set_gsi(int gsi) { gsi_ = gsi; }
   int gsi() const { return gsi_; }
 
@@ -122,6 +136,7 @@ class GuestPlatform final : public virtio_pci::PlatformAccess {
   DmaArena& dma_;
   uint8_t msi_data_base_;
   int gsi_ = -1;
+  uint32_t lapic_id_ = 0;
 };
 
 }  // namespace vmmkit::tests::vmm_guest

@@ -37,6 +37,44 @@ struct __attribute__((packed)) IdtDescriptor {
 };
 static_assert(sizeof(IdtDescriptor) == 10);
 
+// A spinlock; taken with interrupts off only (IF is clear outside
+// WaitForInterrupt's hlt), so a handler never spins on its own CPU's lock.
+class SpinLock {
+ public:
+  void Lock() {
+    while (__atomic_exchange_n(&held_, 1, __ATOMIC_ACQUIRE) != 0) CpuRelax();
+  }
+  void Unlock() { __atomic_store_n(&held_, 0, __ATOMIC_RELEASE); }
+
+ private:
+  volatile uint32_t held_ = 0;
+};
+
+SpinLock g_serial_lock;
+SpinLock g_pci_lock;
+volatile int g_pci_owner = -1;
+SpinLock g_ioapic_lock;
+
+// Serial output is collected per vCPU and written a line at a time (one
+// `rep outsb`, which KVM hands to the VMM as one exit), so lines from two
+// vCPUs never interleave.
+constexpr int kLineMax = 256;
+struct LineBuffer {
+  char data[kLineMax];
+  int length = 0;
+};
+LineBuffer g_lines[kMaxCpus];
+
+void FlushLine(LineBuffer& b) {
+  if (b.length == 0) return;
+  g_serial_lock.Lock();
+  const char* p = b.data;
+  uint64_t n = static_cast<uint64_t>(b.length);
+  asm volatile("rep outsb" : "+S"(p), "+c"(n) : "d"(kSerialPort) : "memory");
+  g_serial_lock.Unlock();
+  b.length = 0;
+}
+
 alignas(16) IdtEntry g_idt[256];
 InterruptStats g_stats;
 volatile uint32_t g_msi_pending[256];
@@ -51,6 +89,7 @@ void LapicWrite(uint32_t reg, uint32_t value) {
 }
 void Eoi() { LapicWrite(kLapicEoi, 0); }
 
+// IOREGSEL + IOWIN is a two-step access: callers hold g_ioapic_lock.
 uint32_t IoapicRead(uint32_t reg) {
   MmioWrite(kIoapicBase, reg, 4);
   return static_cast<uint32_t>(MmioRead(kIoapicBase + 0x10, 4));
@@ -59,6 +98,9 @@ void IoapicWrite(uint32_t reg, uint32_t value) {
   MmioWrite(kIoapicBase, reg, 4);
   MmioWrite(kIoapicBase + 0x10, value, 4);
 }
+
+alignas(4096) uint64_t g_table_pool[16][512];
+int g_tables_used = 0;
 
 uint64_t ReadCr2() {
   uint64_t v;
@@ -91,9 +133,9 @@ extern "C" const uint64_t isr_stub_table[256];
 
 extern "C" void InterruptEntry(uint64_t vector, uint64_t* frame) {
   if (vector < 32) Fault(vector, frame);
-  ++g_stats.total;
+  __atomic_fetch_add(&g_stats.total, 1, __ATOMIC_RELAXED);
   if (vector == kTimerVector) {
-    ++g_stats.timer;
+    __atomic_fetch_add(&g_stats.timer, 1, __ATOMIC_RELAXED);
     Eoi();
   } else if (vector >= kIntxVectorBase &&
              vector < uint64_t{kIntxVectorBase} + kIoapicPins) {
@@ -102,18 +144,49 @@ extern "C" void InterruptEntry(uint64_t vector, uint64_t* frame) {
     const int gsi = static_cast<int>(vector - kIntxVectorBase);
     IoapicSetMask(gsi, true);
     g_intx_pending[gsi] = true;
-    ++g_stats.intx;
+    __atomic_fetch_add(&g_stats.intx, 1, __ATOMIC_RELAXED);
     Eoi();
   } else if (vector == kSpuriousVector) {
-    ++g_stats.spurious;  // no EOI for the spurious vector
+    // No EOI for the spurious vector.
+    __atomic_fetch_add(&g_stats.spurious, 1, __ATOMIC_RELAXED);
   } else if (vector >= kMsiVectorBase) {
-    g_msi_pending[vector] = g_msi_pending[vector] + 1;
-    ++g_stats.msi;
+    __atomic_fetch_add(&g_msi_pending[vector], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_stats.msi, 1, __ATOMIC_RELAXED);
     Eoi();
   } else {
-    ++g_stats.unexpected;
+    __atomic_fetch_add(&g_stats.unexpected, 1, __ATOMIC_RELAXED);
     Eoi();
   }
+}
+
+bool EnsureMapped(uint64_t address) {
+  if (address < (uint64_t{4} << 30)) return true;
+  if (address >> 48 != 0) return false;  // beyond 4-level paging
+  constexpr uint64_t kPresent = 1, kWritable = 2, kPwt = 8, kPcd = 16,
+                     kLarge = 0x80, kAddr = 0x000ffffffffff000ull;
+  uint64_t cr3;
+  asm volatile("mov %%cr3, %0" : "=r"(cr3));
+  auto* table = reinterpret_cast<uint64_t*>(cr3 & kAddr);
+  // PML4 -> PDPT -> PD: create what is missing.
+  for (int shift = 39; shift > 21; shift -= 9) {
+    uint64_t& e = table[(address >> shift) & 511];
+    if ((e & kPresent) == 0) {
+      if (g_tables_used >= 16) return false;
+      uint64_t* t = g_table_pool[g_tables_used++];
+      memset(t, 0, 4096);
+      e = reinterpret_cast<uint64_t>(t) | kPresent | kWritable;
+    } else if ((e & kLarge) != 0) {
+      return true;  // already a large mapping
+    }
+    table = reinterpret_cast<uint64_t*>(e & kAddr);
+  }
+  uint64_t& pde = table[(address >> 21) & 511];
+  if ((pde & kPresent) == 0) {
+    pde = (address & ~uint64_t{0x1fffff}) | kPresent | kWritable | kLarge |
+          kPwt | kPcd;
+    asm volatile("invlpg (%0)" : : "r"(address) : "memory");
+  }
+  return true;
 }
 
 uint64_t MmioRead(uint64_t address, int width) {
@@ -170,12 +243,42 @@ void MmioWrite(uint64_t address, uint64_t value, int width) {
 }
 
 void Exit(uint32_t code) {
+  FlushSerial();
   Outl(kExitPort, code);
   // Not reached under the vmmkit VMM or QEMU's isa-debug-exit.
   for (;;) asm volatile("cli; hlt");
 }
 
-void Putc(char c) { Outb(kSerialPort, static_cast<uint8_t>(c)); }
+extern "C" char stacks[];
+
+int CpuIndex() {
+  uint64_t sp;
+  asm volatile("mov %%rsp, %0" : "=r"(sp));
+  const uint64_t base = reinterpret_cast<uint64_t>(stacks);
+  const uint64_t i = (sp - base) / kStackSize;
+  return sp >= base && i < kMaxCpus ? static_cast<int>(i) : 0;
+}
+
+void Putc(char c) {
+  LineBuffer& b = g_lines[CpuIndex()];
+  b.data[b.length++] = c;
+  if (c == '\n' || b.length == kLineMax) FlushLine(b);
+}
+
+void PciConfigLock() {
+  const int me = CpuIndex();
+  if (g_pci_owner == me) return;
+  g_pci_lock.Lock();
+  g_pci_owner = me;
+}
+
+void PciConfigUnlock() {
+  if (g_pci_owner != CpuIndex()) return;
+  g_pci_owner = -1;
+  g_pci_lock.Unlock();
+}
+
+void FlushSerial() { FlushLine(g_lines[CpuIndex()]); }
 
 void Puts(const char* s) {
   while (*s != 0) Putc(*s++);
@@ -249,6 +352,15 @@ void InterruptsInit() {
                         static_cast<uint32_t>(h >> 32),
                         0};
   }
+  // The 8259 PICs stay fully masked: interrupts come through the IOAPIC
+  // and MSI only (firmware such as SeaBIOS leaves the PICs at vectors 8..15,
+  // where an ExtINT would look like an exception).
+  Outb(0x21, 0xff);
+  Outb(0xa1, 0xff);
+  InterruptsInitAp();
+}
+
+void InterruptsInitAp() {
   const IdtDescriptor d = {sizeof(g_idt) - 1,
                            reinterpret_cast<uint64_t>(&g_idt[0])};
   asm volatile("lidt %0" : : "m"(d));
@@ -259,44 +371,51 @@ void InterruptsInit() {
     lo |= 1u << 11;
     asm volatile("wrmsr" : : "a"(lo), "d"(hi), "c"(0x1b));
   }
+  // Software enable first: while the APIC is software-disabled every LVT
+  // entry stays masked (SDM vol. 3 §11.4.7.2), whatever is written.
+  LapicWrite(kLapicSvr, 0x100 | kSpuriousVector);
   LapicWrite(kLapicTpr, 0);
   LapicWrite(kLapicLvtLint0, kLvtMasked);
   LapicWrite(kLapicLvtLint1, kLvtMasked);
-  LapicWrite(kLapicTimerDivide, 0xb);              // divide by 1
-  LapicWrite(kLapicLvtTimer, kTimerVector);        // one-shot
-  LapicWrite(kLapicSvr, 0x100 | kSpuriousVector);  // software enable
+  LapicWrite(kLapicTimerDivide, 0xb);        // divide by 1
+  LapicWrite(kLapicLvtTimer, kTimerVector);  // one-shot
 }
 
 uint32_t LapicId() { return LapicRead(kLapicId) >> 24; }
 
-bool IoapicRoute(int gsi, uint8_t vector) {
+bool IoapicRoute(int gsi, uint8_t vector, uint32_t lapic_id) {
   if (gsi < 0 || gsi >= kIoapicPins) return false;
   const uint32_t reg = 0x10 + 2 * static_cast<uint32_t>(gsi);
-  IoapicWrite(reg + 1, 0);              // destination: LAPIC id 0 (physical)
-  IoapicWrite(reg, vector | 1u << 15);  // fixed, level, active high
   g_intx_pending[gsi] = false;
   g_intx_unmask[gsi] = false;
+  g_ioapic_lock.Lock();
+  IoapicWrite(reg + 1, lapic_id << 24);  // physical destination
+  IoapicWrite(reg, vector | 1u << 15);   // fixed, level, active high
+  g_ioapic_lock.Unlock();
   return true;
 }
 
 void IoapicSetMask(int gsi, bool masked) {
   if (gsi < 0 || gsi >= kIoapicPins) return;
   const uint32_t reg = 0x10 + 2 * static_cast<uint32_t>(gsi);
+  g_ioapic_lock.Lock();
   const uint32_t low = IoapicRead(reg);
   IoapicWrite(reg, masked ? low | kLvtMasked : low & ~kLvtMasked);
+  g_ioapic_lock.Unlock();
 }
 
 uint32_t IoapicReadEntryLow(int gsi) {
   if (gsi < 0 || gsi >= kIoapicPins) return 0;
-  return IoapicRead(0x10 + 2 * static_cast<uint32_t>(gsi));
+  g_ioapic_lock.Lock();
+  const uint32_t v = IoapicRead(0x10 + 2 * static_cast<uint32_t>(gsi));
+  g_ioapic_lock.Unlock();
+  return v;
 }
 
-void WaitForInterrupt(uint32_t timeout_us) {
-  for (int gsi = 0; gsi < kIoapicPins; ++gsi) {
-    if (g_intx_unmask[gsi]) {
-      g_intx_unmask[gsi] = false;
-      IoapicSetMask(gsi, false);
-    }
+void WaitForInterrupt(uint32_t timeout_us, int gsi) {
+  if (gsi >= 0 && gsi < kIoapicPins && g_intx_unmask[gsi]) {
+    g_intx_unmask[gsi] = false;
+    IoapicSetMask(gsi, false);
   }
   LapicWrite(kLapicTimerInitial, timeout_us * 1000u);
   // sti's one-instruction shadow makes "sti; hlt" atomic: an interrupt that
@@ -306,7 +425,7 @@ void WaitForInterrupt(uint32_t timeout_us) {
 
 bool MsiTake(uint8_t vector) {
   if (g_msi_pending[vector] == 0) return false;
-  g_msi_pending[vector] = g_msi_pending[vector] - 1;
+  __atomic_fetch_sub(&g_msi_pending[vector], 1, __ATOMIC_RELAXED);
   return true;
 }
 
@@ -326,6 +445,35 @@ bool IntxTake(int gsi) {
 }
 
 const InterruptStats& Interrupts() { return g_stats; }
+
+extern "C" const uint8_t ap_tramp_start[], ap_tramp_end[], ap_tramp_cr3[];
+
+uint32_t StartAps(uint32_t expected) {
+  constexpr uint64_t kTrampoline = 0x10000;  // SIPI vector 0x10
+  constexpr uint32_t kIcrLow = 0x300, kIcrHigh = 0x310;
+  constexpr uint32_t kAllButSelf = 3u << 18, kLevelAssert = 1u << 14,
+                     kInit = 5u << 8, kStartup = 6u << 8;
+  memcpy(reinterpret_cast<void*>(kTrampoline), ap_tramp_start,
+         static_cast<size_t>(ap_tramp_end - ap_tramp_start));
+  uint64_t cr3;
+  asm volatile("mov %%cr3, %0" : "=r"(cr3));
+  const uint32_t cr3_low = static_cast<uint32_t>(cr3);
+  memcpy(reinterpret_cast<void*>(kTrampoline + (ap_tramp_cr3 - ap_tramp_start)),
+         &cr3_low, 4);
+  LapicWrite(kIcrHigh, 0);
+  LapicWrite(kIcrLow, kAllButSelf | kLevelAssert | kInit);
+  WaitForInterrupt(10000);  // 10 ms
+  for (int i = 0; i < 2; ++i) {
+    LapicWrite(kIcrHigh, 0);
+    LapicWrite(kIcrLow, kAllButSelf | kLevelAssert | kStartup |
+                            static_cast<uint32_t>(kTrampoline >> 12));
+    WaitForInterrupt(1000);
+  }
+  for (int i = 0; i < 100 && g_aps_started < expected; ++i) {
+    WaitForInterrupt(1000);
+  }
+  return g_aps_started;
+}
 
 }  // namespace vmmkit::tests::vmm_guest
 

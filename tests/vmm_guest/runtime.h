@@ -47,6 +47,11 @@ inline void Outl(uint16_t port, uint32_t v) {
   asm volatile("outl %0, %1" : : "a"(v), "Nd"(port));
 }
 uint64_t MmioRead(uint64_t address, int width);
+// The boot page tables map the first 4 GiB only; 64-bit BARs may sit far
+// above (vmmkit and QEMU's q35 put them at 512 GiB, as firmware does). Maps
+// the 2 MiB page holding `address` (uncached) if it is not mapped yet, with
+// tables from a small static pool; false when the pool is exhausted.
+bool EnsureMapped(uint64_t address);
 void MmioWrite(uint64_t address, uint64_t value, int width);
 inline uint64_t Rdtsc() {
   uint32_t lo, hi;
@@ -65,7 +70,13 @@ constexpr uint16_t kStopPort = 0x502;
 inline bool StopRequested() { return (Inb(kStopPort) & 1) != 0; }
 
 // ---- Serial console. %s %c %d %u %x %lx %lu %ld %llx %llu, widths like %02x
-// and %08lx; output goes to 0x3f8 byte by byte.
+// and %08lx. Output is buffered per vCPU and written to 0x3f8 a line at a
+// time (so vCPUs never interleave within a line); Exit flushes.
+constexpr int kMaxCpus = 4;
+constexpr uint64_t kStackSize = 131072;  // start.S's STACK_SIZE
+// Which vCPU (stack) this code runs on: 0 for the BSP.
+int CpuIndex();
+void FlushSerial();
 void Putc(char c);
 void Puts(const char* s);
 void Printf(const char* format, ...) __attribute__((format(printf, 1, 2)));
@@ -82,20 +93,22 @@ inline uint8_t IntxVector(int gsi) {
   return static_cast<uint8_t>(kIntxVectorBase + gsi);
 }
 
-// Loads the IDT, enables the xAPIC (SVR), masks LINT0/LINT1, sets up the
-// timer vector; interrupts stay off (IF = 0).
+// Fills and loads the IDT, masks the 8259s, enables the xAPIC (SVR), masks
+// LINT0/LINT1, sets up the timer vector; interrupts stay off (IF = 0).
 void InterruptsInit();
+// On an AP, after the BSP's InterruptsInit: the same IDT, its own LAPIC.
+void InterruptsInitAp();
 uint32_t LapicId();
-// IOAPIC redirection entry `gsi` -> `vector` on LAPIC 0, fixed delivery,
-// level triggered, active high, unmasked. Returns false for gsi >= 24.
-bool IoapicRoute(int gsi, uint8_t vector);
+// IOAPIC redirection entry `gsi` -> `vector` on LAPIC `lapic_id`, fixed
+// delivery, level triggered, active high, unmasked. False for gsi >= 24.
+bool IoapicRoute(int gsi, uint8_t vector, uint32_t lapic_id = 0);
 void IoapicSetMask(int gsi, bool masked);
 uint32_t IoapicReadEntryLow(int gsi);
 
 // sti; hlt; cli, woken by any interrupt or a one-shot LAPIC timer of about
-// `timeout_us` microseconds (KVM's APIC timer counts nanoseconds). Unmasks
-// the INTx lines whose interrupt has been taken (IntxTake) first.
-void WaitForInterrupt(uint32_t timeout_us = 1000);
+// `timeout_us` microseconds (KVM's APIC timer counts nanoseconds). First
+// unmasks INTx line `gsi` if its interrupt has been taken (IntxTake).
+void WaitForInterrupt(uint32_t timeout_us = 1000, int gsi = -1);
 
 // Interrupts counted per vector, not yet taken.
 bool MsiTake(uint8_t vector);
@@ -113,8 +126,21 @@ struct InterruptStats {
 };
 const InterruptStats& Interrupts();
 
+// Configuration mechanism #1 is two accesses (address to 0xcf8, data at
+// 0xcfc): with several vCPUs a pair must not interleave with another's.
+// Taken at the 0xcf8 write, released after the data access (platform.h);
+// the holder taking it again keeps it.
+void PciConfigLock();
+void PciConfigUnlock();
+
 // Set by the AP entry (any LAPIC id but 0) when it runs.
 extern volatile uint32_t g_aps_started;
+
+// Wakes the other vCPUs the way firmware and Linux do (INIT, then two
+// SIPIs to a real-mode trampoline at 0x10000, vmm contract: APs wait for
+// INIT/SIPI) and waits up to ~100 ms for `expected` of them to check in.
+// Returns how many did.
+uint32_t StartAps(uint32_t expected);
 
 }  // namespace vmmkit::tests::vmm_guest
 

@@ -25,7 +25,10 @@ struct Options {
   const char* cmdline = nullptr;
 };
 
-int RunDeviceChecks(const Options& o, DmaArena& dma);
+// The devices whose enumeration index % ncpus == cpu, with their interrupts
+// sent to LAPIC `lapic_id` (the vCPU running this).
+int RunDeviceChecks(const Options& o, DmaArena& dma, int cpu = 0, int ncpus = 1,
+                    uint32_t lapic_id = 0);
 int RunHostile(const Options& o, DmaArena& dma);
 int RunBench(const Options& o, DmaArena& dma);
 

@@ -197,6 +197,73 @@ pvh_pml4: .skip 4096
 pvh_pdpt: .skip 4096
 pvh_pd: .skip 4 * 4096
   .p2align 4
+  .globl stacks
 stacks: .skip STACK_SIZE * MAX_CPUS
 
+  .section .note.GNU-stack, "", @progbits
+
+// ---- AP start-up trampoline (INIT-SIPI-SIPI from the BSP, StartAps in
+// runtime.cc). Copied to kApTrampoline (0x10000, SIPI vector 0x10); the AP
+// starts in real mode at 1000:0000, goes through 32-bit protected mode to
+// long mode with the BSP's CR3 (patched into ap_tramp_cr3) and jumps to
+// _start, which gives it the stack of its LAPIC id.
+#define TRAMP 0x10000
+#define T(x) ((x) - ap_tramp_start + TRAMP)
+  .section .rodata
+  .p2align 4
+  .globl ap_tramp_start, ap_tramp_end, ap_tramp_cr3
+  .code16
+ap_tramp_start:
+  cli
+  cld
+  mov %cs, %ax
+  mov %ax, %ds
+  lgdtl (ap_tramp_gdt_desc - ap_tramp_start)
+  mov %cr0, %eax
+  or $1, %eax
+  mov %eax, %cr0
+  ljmpl $0x18, $T(ap_tramp_pm32)
+  .code32
+ap_tramp_pm32:
+  mov $0x20, %eax
+  mov %eax, %ds
+  mov %eax, %es
+  mov %eax, %ss
+  mov T(ap_tramp_cr3), %eax
+  mov %eax, %cr3
+  mov %cr4, %eax
+  or $0x20, %eax                 // PAE
+  mov %eax, %cr4
+  mov $0xc0000080, %ecx          // EFER.LME
+  rdmsr
+  or $0x100, %eax
+  wrmsr
+  mov %cr0, %eax
+  or $0x80000000, %eax           // PG
+  mov %eax, %cr0
+  ljmp $0x08, $T(ap_tramp_lm64)
+  .code64
+ap_tramp_lm64:
+  mov $0x10, %eax
+  mov %eax, %ds
+  mov %eax, %es
+  mov %eax, %ss
+  xor %edi, %edi
+  movabs $_start, %rax
+  jmp *%rax
+  .p2align 3
+ap_tramp_gdt:
+  .quad 0
+  .quad 0x00af9a000000ffff       // 0x08: 64-bit code
+  .quad 0x00cf92000000ffff       // 0x10: data
+  .quad 0x00cf9a000000ffff       // 0x18: 32-bit code
+  .quad 0x00cf92000000ffff       // 0x20: 32-bit data
+ap_tramp_gdt_desc:
+  .word 5 * 8 - 1
+  .long T(ap_tramp_gdt)
+  .p2align 2
+ap_tramp_cr3:
+  .long 0
+ap_tramp_end:
+  .code64
   .section .note.GNU-stack, "", @progbits
