@@ -321,6 +321,7 @@ v1::VmInfo ToProto(const VmSnapshot& s) {
   for (const DeviceSnapshot& d : s.devices) {
     v1::DeviceInfo* info = p.add_devices();
     *info->mutable_spec() = ToProto(d.config);
+    info->set_console_output(d.console_output);
     if (d.report) {
       const vmm::DeviceReport& r = *d.report;
       info->set_pci_slot(r.pci_slot);

@@ -215,7 +215,7 @@ TEST(ConvertTest, SnapshotsBecomeVmInfo) {
   r.interrupts = 3;
   d.report = r;
   s.devices.push_back(d);
-  s.devices.push_back(DeviceSnapshot{d.config, std::nullopt});
+  s.devices.push_back(DeviceSnapshot{d.config, std::nullopt, "hvc says hi"});
   v1::VmInfo info = ToProto(s);
   EXPECT_EQ(info.vm_id(), "demo");
   EXPECT_EQ(info.state(), v1::VM_STATE_STOPPED);
@@ -238,6 +238,7 @@ TEST(ConvertTest, SnapshotsBecomeVmInfo) {
   EXPECT_EQ(di.counters().interrupts(), 3u);
   EXPECT_EQ(di.status_names_size(), 3);
   EXPECT_EQ(info.devices(1).status(), 0u);  // no report: no driver data
+  EXPECT_EQ(info.devices(1).console_output(), "hvc says hi");
 
   VmSnapshot never;
   never.id = "x";

@@ -740,6 +740,11 @@ TEST_F(ServiceTest, TestGuestDrivesEveryDeviceAndGetVmReportsIt) {
       EXPECT_GT(d.queue_sizes_size(), 0);
       EXPECT_GT(d.pci_slot(), 0u);
       EXPECT_GT(d.counters().notifications(), 0u);
+      if (d.spec().type() == v1::DEVICE_TYPE_CONSOLE) {
+        // What the guest's driver wrote to the virtio console port.
+        EXPECT_EQ(d.console_output().size(), d.counters().bytes());
+        EXPECT_FALSE(d.console_output().empty());
+      }
     }
     EXPECT_TRUE(Delete(vm).ok());
   }

@@ -99,6 +99,23 @@ VmSnapshot VmManager::Snapshot(Entry& entry) {
   s.exit_code = entry.vm->exit_code();
   std::vector<vmm::DeviceReport> reports = entry.vm->Devices();
   absl::Time now = absl::Now();
+  std::vector<vmm::DeviceConfig> devices;
+  {
+    absl::MutexLock lock(&entry.mu);
+    devices = entry.devices;
+  }
+  // Outside entry.mu: the Vm has locks of its own.
+  std::vector<std::string> console_outputs(devices.size());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const auto* console = std::get_if<vmm::ConsoleParams>(&devices[i].params);
+    if (console != nullptr && console->output_path.empty()) {
+      std::string out = entry.vm->VirtioConsoleOutput(devices[i].id);
+      if (out.size() > kMaxConsoleOutput) {
+        out.erase(0, out.size() - kMaxConsoleOutput);
+      }
+      console_outputs[i] = std::move(out);
+    }
+  }
   absl::MutexLock lock(&entry.mu);
   if (s.state == vmm::VmState::kStopped &&
       entry.stopped == absl::InfinitePast()) {
@@ -111,9 +128,10 @@ VmSnapshot VmManager::Snapshot(Entry& entry) {
     s.run_time =
         (s.stopped != absl::InfinitePast() ? s.stopped : now) - s.started;
   }
-  s.devices.reserve(entry.devices.size());
-  for (const vmm::DeviceConfig& config : entry.devices) {
-    DeviceSnapshot d{config, std::nullopt};
+  s.devices.reserve(devices.size());
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const vmm::DeviceConfig& config = devices[i];
+    DeviceSnapshot d{config, std::nullopt, std::move(console_outputs[i])};
     for (const vmm::DeviceReport& r : reports) {
       if (r.id == config.id) {
         d.report = r;

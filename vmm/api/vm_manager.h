@@ -48,7 +48,11 @@ namespace vmmkit::api {
 struct DeviceSnapshot {
   vmm::DeviceConfig config;
   std::optional<vmm::DeviceReport> report;  // absent if the Vm has none yet
+  // A virtio-console kept in the VMM (no output_path): the last
+  // kMaxConsoleOutput bytes its driver wrote.
+  std::string console_output;
 };
+inline constexpr size_t kMaxConsoleOutput = 64 << 10;
 
 // A VM at one moment.
 struct VmSnapshot {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -499,8 +500,15 @@ void PrintVm(const v1::VmInfo& vm) {
                 queues.empty() ? "-" : absl::StrJoin(queues, ",").c_str(),
                 status.c_str());
     std::string backend = Backend(d.spec());
-    if (!backend.empty())
+    if (!backend.empty()) {
       std::printf("  %-10s backend: %s\n", "", backend.c_str());
+    }
+    if (!d.console_output().empty()) {
+      std::string text = d.console_output();
+      if (text.size() > 200) text = "..." + text.substr(text.size() - 200);
+      std::printf("  %-10s output: \"%s\"\n", "",
+                  absl::CHexEscape(text).c_str());
+    }
   }
 }
 
