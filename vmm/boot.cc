@@ -140,7 +140,7 @@ std::vector<uint8_t> BuildZeroPage(const SetupHeader& kernel_header,
   hdr.heap_end_ptr = 0xfe00;  // boot.rst: "heap_end_ptr = 0xfe00"
   hdr.ext_loader_ver = 0;
   hdr.cmd_line_ptr = static_cast<uint32_t>(cmdline_addr);
-  hdr.cmdline_size = cmdline_len;
+  (void)cmdline_len;  // NUL-terminated; cmdline_size is the kernel's limit
   hdr.ramdisk_image = static_cast<uint32_t>(initrd_addr);
   hdr.ramdisk_size = static_cast<uint32_t>(initrd_size);
   hdr.vid_mode = 0xffff;  // "normal"
@@ -148,6 +148,13 @@ std::vector<uint8_t> BuildZeroPage(const SetupHeader& kernel_header,
   auto put32 = [&](uint32_t off, uint32_t v) {
     std::memcpy(zp.data() + off, &v, 4);
   };
+  // alt_mem_k: KiB of memory above 1 MiB (for loaders' sake; Linux takes
+  // the e820 map).
+  put32(kZpAltMemK, static_cast<uint32_t>(
+                        ram_size > kHighMemStart
+                            ? std::min<uint64_t>(
+                                  (ram_size - kHighMemStart) >> 10, UINT32_MAX)
+                            : 0));
   put32(kZpExtRamdiskImage, static_cast<uint32_t>(initrd_addr >> 32));
   put32(kZpExtRamdiskSize, static_cast<uint32_t>(initrd_size >> 32));
   put32(kZpExtCmdLinePtr, static_cast<uint32_t>(cmdline_addr >> 32));
@@ -166,6 +173,16 @@ absl::StatusOr<BootInfo> LoadBzImage(absl::Span<const uint8_t> image,
   if (!IsBzImage(image)) return NotAnImage();
   SetupHeader hdr;
   std::memcpy(&hdr, image.data() + kSetupHeaderOffset, sizeof(hdr));
+  // The header ends where the jump at 0x200 lands (boot.rst: "the end of
+  // the setup header can be calculated as 0x0202 + the byte value at offset
+  // 0x0201"): bytes past it are the setup code's, not header fields.
+  {
+    const size_t end = std::min<size_t>(0x202 + image[0x201],
+                                        kSetupHeaderOffset + sizeof(hdr));
+    auto* raw = reinterpret_cast<uint8_t*>(&hdr);
+    std::memset(raw + (end - kSetupHeaderOffset), 0,
+                sizeof(hdr) - (end - kSetupHeaderOffset));
+  }
   if (hdr.version < 0x206) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "bzImage: boot protocol %#x, need 2.06 or later", +hdr.version));

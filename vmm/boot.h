@@ -176,6 +176,7 @@ inline constexpr uint16_t kXlfKernel64 = 1 << 0;
 
 // Offsets in boot_params (the zero page, 4096 bytes) outside the header.
 inline constexpr uint32_t kZpExtRamdiskImage = 0x0c0;
+inline constexpr uint32_t kZpAltMemK = 0x1e0;
 inline constexpr uint32_t kZpExtRamdiskSize = 0x0c4;
 inline constexpr uint32_t kZpExtCmdLinePtr = 0x0c8;
 inline constexpr uint32_t kZpE820Entries = 0x1e8;

@@ -154,6 +154,7 @@ std::vector<uint8_t> FakeBzImage(uint16_t version, uint8_t loadflags,
   h.initrd_addr_max = 0x7fffffff;
   h.cmdline_size = 2047;
   h.init_size = 0x10000;
+  h.jump = 0x6aeb;  // jmp to 0x26c: the whole 2.15 header
   std::memcpy(img.data() + kSetupHeaderOffset, &h, sizeof(h));
   for (size_t i = 0; i < kernel_bytes; ++i) img[5 * 512 + i] = i & 0xff;
   return img;
@@ -174,7 +175,8 @@ TEST_F(BootTest, BzImageBootParams) {
   EXPECT_EQ(+h.header, kHdrSMagic);
   EXPECT_EQ(+h.type_of_loader, 0xff);
   EXPECT_EQ(+h.cmd_line_ptr, kCmdlineAddr);
-  EXPECT_EQ(+h.cmdline_size, 13u);
+  EXPECT_EQ(+h.cmdline_size, 2047u) << "the kernel's limit, kept";
+  EXPECT_EQ(Read<uint32_t>(kZeroPageAddr + kZpAltMemK), (kRam >> 10) - 1024);
   EXPECT_TRUE(+h.loadflags & kCanUseHeap);
   EXPECT_EQ(+h.ramdisk_size, 0x1800u);
   // The initrd sits page-aligned at the top of RAM.
@@ -197,6 +199,21 @@ TEST_F(BootTest, BzImageBootParams) {
   EXPECT_EQ(+e[2].addr, kHighMemStart);
   EXPECT_EQ(+e[2].addr + e[2].size, kRam);
   EXPECT_EQ(+e[2].type, kE820Ram);
+}
+
+// An older header (2.06) ends at 0x236; what follows in the image is setup
+// code, which must not reach boot_params as header fields.
+TEST_F(BootTest, BzImageHeaderLengthFromJump) {
+  std::vector<uint8_t> img =
+      FakeBzImage(0x206, kLoadedHigh, kXlfKernel64, 0x1000);
+  img[0x201] = 0x236 - 0x202;
+  std::memset(img.data() + 0x236, 0xcc, 0x26c - 0x236);
+  ASSERT_OK(LoadImage(img, {}, "", *mem_, kRam).status());
+  SetupHeader h = Read<SetupHeader>(kZeroPageAddr + kSetupHeaderOffset);
+  EXPECT_EQ(+h.version, 0x206);
+  EXPECT_EQ(+h.xloadflags, 0);
+  EXPECT_EQ(+h.cmdline_size, 0u);
+  EXPECT_EQ(+h.pref_address, 0u);
 }
 
 TEST_F(BootTest, BadBzImages) {

@@ -218,7 +218,8 @@ class VmImpl {
 
   // Fixed once Start() begins (AddDevice/RemoveDevice refuse after).
   std::vector<std::unique_ptr<DeviceSlot>> slots_;
-  std::vector<std::unique_ptr<VcpuFd>> vcpus_;
+  // Filled (under state_mu_) when the threads start; fixed after.
+  std::vector<std::unique_ptr<VcpuFd>> vcpus_ ABSL_GUARDED_BY(state_mu_);
 
   mutable absl::Mutex state_mu_;
   absl::CondVar state_cv_;
@@ -375,6 +376,16 @@ absl::Status VmImpl::SetupVcpu(VcpuFd& cpu, int index,
   fpu.fcw = 0x37f;
   fpu.mxcsr = 0x1f80;
   VMMKIT_RETURN_IF_ERROR(cpu.SetFpu(fpu));
+  // As firmware leaves them: fast strings on, MTRRs enabled with write-back
+  // as the default type (with MTRRs off, Linux also leaves PAT off).
+  // Best effort: a KVM that refuses one of these still runs the guest.
+  kvm_msr_entry misc = {};
+  misc.index = 0x1a0;  // IA32_MISC_ENABLE
+  misc.data = 1;       // fast-string enable
+  kvm_msr_entry mtrr = {};
+  mtrr.index = 0x2ff;  // IA32_MTRR_DEF_TYPE
+  mtrr.data = (1 << 11) | 6;
+  (void)cpu.SetMsrs({misc, mtrr});
   if (index != 0) return absl::OkStatus();  // APs wait for INIT/SIPI
   VMMKIT_ASSIGN_OR_RETURN(kvm_sregs sregs, cpu.GetSregs());
   SetLongModeSregs(boot_.kind, &sregs);
@@ -437,12 +448,13 @@ absl::Status VmImpl::Start() {
   }
   absl::StatusOr<std::vector<kvm_cpuid_entry2>> cpuid = kvm_->SupportedCpuid();
   if (!cpuid.ok()) return fail(cpuid.status());
+  std::vector<std::unique_ptr<VcpuFd>> vcpus;
   for (int i = 0; i < config_.vcpus; ++i) {
     absl::StatusOr<std::unique_ptr<VcpuFd>> cpu =
         vm_->CreateVcpu(static_cast<uint32_t>(i));
     if (!cpu.ok()) return fail(cpu.status());
     if (absl::Status s = SetupVcpu(**cpu, i, *cpuid); !s.ok()) return fail(s);
-    vcpus_.push_back(*std::move(cpu));
+    vcpus.push_back(*std::move(cpu));
   }
   // The I/O thread's epoll set: every slot's fds, edge-triggered, and a
   // stop eventfd.
@@ -474,6 +486,7 @@ absl::Status VmImpl::Start() {
   absl::MutexLock l(&state_mu_);
   state_ = VmState::kRunning;
   starting_ = false;
+  vcpus_ = std::move(vcpus);
   vcpus_running_ = config_.vcpus;
   vcpu_handles_.resize(config_.vcpus);
   for (int i = 0; i < config_.vcpus; ++i) {
@@ -502,7 +515,7 @@ void VmImpl::IoLoop() {
 
 void VmImpl::KickAll() {
   for (size_t i = 0; i < vcpus_.size(); ++i) {
-    vcpus_[i]->set_immediate_exit(true);
+    vcpus_[i]->set_immediate_exit(true);  // a field of the shared kvm_run
     if (i < vcpu_handles_.size()) pthread_kill(vcpu_handles_[i], KickSignal());
   }
 }
@@ -518,7 +531,12 @@ void VmImpl::RequestStop(std::optional<int> code, absl::Status why) {
 }
 
 void VmImpl::VcpuLoop(int index) {
-  VcpuFd& cpu = *vcpus_[index];
+  VcpuFd* cpu_ptr;
+  {
+    absl::MutexLock l(&state_mu_);
+    cpu_ptr = vcpus_[index].get();
+  }
+  VcpuFd& cpu = *cpu_ptr;
   for (;;) {
     {
       absl::MutexLock l(&state_mu_);
@@ -758,13 +776,14 @@ void VmImpl::JoinVcpus() {
 void VmImpl::Shutdown() {
   (void)Stop(absl::ZeroDuration());
   {
-    // Never started: no thread to join.
+    // No kicks after this point: the threads end.
     absl::MutexLock l(&state_mu_);
     vcpu_handles_.clear();
   }
   JoinVcpus();
   if (io_thread_.joinable()) io_thread_.join();
   slots_.clear();
+  absl::MutexLock l(&state_mu_);
   vcpus_.clear();
 }
 

@@ -22,7 +22,13 @@
 // asked the guest to shut down; the i8042 CPU reset (0xFE to port 0x64)
 // powers the VM off (a reset is a power-off here: exit code 0). PCI bus 0
 // through 0xCF8/0xCFC with a host bridge at 00:00.0 and the virtio functions
-// from 00:01.0 in AddDevice order.
+// from 00:01.0 in AddDevice order; BARs assigned as firmware would (memory
+// in [0xC0000000, 0xE0000000), 64-bit BARs too; I/O from 0xC000) with
+// decoding on; INTA# of slot s is IOAPIC input 16 + s % 8 (level, written to
+// the Interrupt Line register, listed in the MP table); MSI-X messages go
+// through irqfds and KVM GSI routes. vCPU 0 starts at the entry point, the
+// others wait for INIT/SIPI as on hardware (for ELF guests too). Ports
+// nothing emulates read all-ones (vmm/platform.h lists the ones answered).
 //
 // Stopping a Linux guest: Stop() cannot ask Linux to power off (no ACPI);
 // it sets port 0x502 (which only test guests read), waits graceful_timeout
@@ -87,7 +93,7 @@ struct DeviceConfig {
 
 struct VmConfig {
   int vcpus = 1;              // 1..kMaxVcpus
-  uint64_t memory_mib = 256;  // 16..3072 (RAM stays below the PCI hole)
+  uint64_t memory_mib = 256;  // 4..3072 (RAM stays below the PCI hole)
   std::string kernel;         // ELF64 test guest or bzImage
   std::string initrd;         // optional, bzImage only
   std::string cmdline;        // up to 4095 bytes
