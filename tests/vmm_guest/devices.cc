@@ -237,9 +237,8 @@ int CheckNet(VirtioPciDriver& d, GuestPlatform& p) {
   const Buffer out[2] = {{txh, hdr_len, false}, {txf, kFrame, false}};
   uint32_t len = 0;
   // Like a ping: send, wait up to ~1 s for the echo, send again (at most 3
-  // times). Under QEMU the echo crosses a UDP socket that, on a loaded host,
-  // now and then loses it; vmmkit's in-process echo must answer the first
-  // (the host test checks attempts=1).
+  // times), as a socket backend (QEMU's) may drop a datagram; vmmkit's
+  // in-process echo must answer the first (the host test checks attempts=1).
   int attempts = 0;
   e = DriverError::kTimeout;
   while (attempts < 3 && e == DriverError::kTimeout) {

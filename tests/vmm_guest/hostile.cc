@@ -67,9 +67,9 @@ class Hostile {
     return d_.Probe(opts);
   }
 
-  // Waits (bounded) for the device to set DEVICE_NEEDS_RESET.
+  // Waits (bounded, ~2 s) for the device to set DEVICE_NEEDS_RESET.
   bool WaitNeedsReset() {
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 2000; ++i) {
       d_.ServiceInterrupts();
       if (d_.ReadStatus() & kNeedsReset) return true;
       p_.WaitForInterrupt();
@@ -274,7 +274,7 @@ class Hostile {
     const bool nr = WaitNeedsReset();
     // §2.1.2: "the device MUST send a device configuration change
     // notification to the driver" when it sets DEVICE_NEEDS_RESET.
-    for (int i = 0; i < 50 && d_.config_interrupts() == config_before; ++i) {
+    for (int i = 0; i < 500 && d_.config_interrupts() == config_before; ++i) {
       p_.WaitForInterrupt();
       d_.ServiceInterrupts();
     }
@@ -321,6 +321,36 @@ class Hostile {
                     avail + 4 + 2ull * slot);
                 *entry = static_cast<uint16_t>(size + 5);
               });
+  }
+
+  // Kicks for queues the device does not have (legacy QUEUE_NOTIFY with a
+  // bad index, or the modern notify region past the last queue): ignored,
+  // and the device goes on serving its real queue.
+  void NotifyAbsentQueue(bool legacy) {
+    if (Good(legacy ? DriverMode::kLegacy : DriverMode::kModern) !=
+        DriverError::kOk) {
+      Report("notify_absent_queue", false, "probe");
+      return;
+    }
+    if (legacy) {
+      p_.OutPort(static_cast<uint16_t>(d_.bar(0).address + 16), 7, 2);
+      p_.OutPort(static_cast<uint16_t>(d_.bar(0).address + 16), 0xffff, 2);
+    } else {
+      const uint64_t mult = d_.notify_multiplier();
+      p_.MmioWrite(d_.notify_address(0) + 7 * (mult != 0 ? mult : 4), 7, 2);
+      p_.MmioWrite(d_.notify_address(0), 0xffff, 2);
+    }
+    uint16_t head = 0;
+    uint32_t id = 0, len = 0;
+    DriverError w = DriverError::kNoSpace;
+    if (PostChain(d_.virtio_type(), 0, 0, &head)) {
+      d_.Kick(0);
+      w = d_.WaitUsed(0, &id, &len);
+    }
+    const uint8_t st = d_.ReadStatus();
+    Report(legacy ? "legacy_notify_absent_queue" : "notify_absent_queue",
+           w == DriverError::kOk && id == head && (st & kNeedsReset) == 0,
+           "status=0x%lx used_len=%lu", st, len);
   }
 
   // After all of it: a reset and a normal probe give a working device.
@@ -391,11 +421,13 @@ int RunHostile(const Options& o, DmaArena& dma) {
     if (modern) {
       h.ModernRegisterChecks();
       h.RingChecks(false);
+      h.NotifyAbsentQueue(false);
     }
     if (legacy_iface) {
       h.Good(DriverMode::kLegacy, true);  // BARs and capabilities
       h.LegacyRegisterChecks();
       h.RingChecks(true);
+      h.NotifyAbsentQueue(true);
     }
     h.Recovery(!modern);
     // The last word: a rng is left with DEVICE_NEEDS_RESET set, for the host

@@ -469,7 +469,7 @@ uint32_t StartAps(uint32_t expected) {
                             static_cast<uint32_t>(kTrampoline >> 12));
     WaitForInterrupt(1000);
   }
-  for (int i = 0; i < 100 && g_aps_started < expected; ++i) {
+  for (int i = 0; i < 2000 && g_aps_started < expected; ++i) {
     WaitForInterrupt(1000);
   }
   return g_aps_started;

@@ -138,7 +138,7 @@ extern volatile uint32_t g_aps_started;
 
 // Wakes the other vCPUs the way firmware and Linux do (INIT, then two
 // SIPIs to a real-mode trampoline at 0x10000, vmm contract: APs wait for
-// INIT/SIPI) and waits up to ~100 ms for `expected` of them to check in.
+// INIT/SIPI) and waits up to ~2 s for `expected` of them to check in.
 // Returns how many did.
 uint32_t StartAps(uint32_t expected);
 

@@ -349,6 +349,8 @@ TEST_F(GuestTest, HostileDriver) {
                               "legacy_pfn_zero_resets",
                               "legacy_msix_vector_beyond_table",
                               "legacy_buffer_outside_ram",
+                              "notify_absent_queue",
+                              "legacy_notify_absent_queue",
                               "recovery"};
   for (const char* name : blk_checks) {
     EXPECT_NE(
@@ -357,12 +359,10 @@ TEST_F(GuestTest, HostileDriver) {
         << "blk: " << name << "\n"
         << Describe(run);
   }
-  const char* rng_checks[] = {"legacy_pfn_outside_ram",
-                              "legacy_buffer_outside_ram",
-                              "chain_loop",
-                              "avail_index_jump",
-                              "recovery",
-                              "left_needing_reset"};
+  const char* rng_checks[] = {
+      "legacy_pfn_outside_ram", "legacy_buffer_outside_ram",  "chain_loop",
+      "avail_index_jump",       "legacy_notify_absent_queue", "recovery",
+      "left_needing_reset"};
   for (const char* name : rng_checks) {
     EXPECT_NE(
         run.Find({{"hostile", name}, {"device", "00:02.0"}, {"result", "ok"}}),
@@ -385,21 +385,38 @@ TEST_F(GuestTest, HostileDriver) {
 }
 
 // virtio-console output captured by the VMM, input written by the host;
-// virtio-net through the VMM's echo backend.
-TEST_F(GuestTest, ConsoleAndNet) {
+// virtio-net through the VMM's echo backend (12-byte header for a modern
+// driver, 10 bytes for a legacy one without MRG_RXBUF).
+struct ConsoleNetCase {
+  const char* name;
+  const char* cmdline;
+  Transport console_transport, net_transport;
+  bool expect_legacy;
+  const char* hdr;
+};
+
+void PrintTo(const ConsoleNetCase& c, std::ostream* os) { *os << c.name; }
+
+class ConsoleNetTest : public ::testing::TestWithParam<ConsoleNetCase> {
+ protected:
+  void SetUp() override {
+    if (auto why = CannotRunGuests()) GTEST_SKIP() << *why;
+  }
+};
+
+TEST_P(ConsoleNetTest, ConsoleAndNet) {
+  const ConsoleNetCase& c = GetParam();
   GuestRun run;
   ASSERT_OK(run.Start(
-      {.vcpus = 1,
-       .memory_mib = 64,
-       .cmdline = "mode=modern msix=1 devices=console,net console_input=1"},
+      {.vcpus = 1, .memory_mib = 64, .cmdline = c.cmdline},
       {{.id = "con0",
         .type = DeviceType::kConsole,
-        .transport = Transport::kPciTransitional,
+        .transport = c.console_transport,
         .queue_size = 8,
         .params = ConsoleParams{}},
        {.id = "net0",
         .type = DeviceType::kNet,
-        .transport = Transport::kPciModern,
+        .transport = c.net_transport,
         .queue_size = 16,
         .params = NetParams{.mac = std::array<uint8_t, 6>{
                                 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}}}}));
@@ -413,7 +430,7 @@ TEST_F(GuestTest, ConsoleAndNet) {
   ASSERT_OK(run.vm->WriteVirtioConsoleInput("con0", "ping vmmkit\n"));
   ASSERT_OK(run.vm->WaitStopped(kRunTimeout)) << run.vm->ConsoleOutput();
   run.Collect();
-  PrintTiming("console_and_net", run);
+  PrintTiming(c.name, run);
   EXPECT_EQ(run.exit_code, 0) << Describe(run);
   const ReportLine* con = run.Find({{"check", "console"}});
   ASSERT_NE(con, nullptr) << Describe(run);
@@ -428,14 +445,37 @@ TEST_F(GuestTest, ConsoleAndNet) {
   ASSERT_NE(net, nullptr) << Describe(run);
   EXPECT_EQ(net->Get("result"), "ok") << net->text;
   EXPECT_EQ(net->Get("mac"), "52:54:00:ab:cd:ef");
-  EXPECT_EQ(net->Get("hdr"), "12");
+  EXPECT_EQ(net->Get("hdr"), c.hdr);
   EXPECT_EQ(net->Get("attempts"), "1");  // the echo answered the first frame
-  const vmm::DeviceReport* n = run.Device("net0");
-  ASSERT_NE(n, nullptr);
-  EXPECT_FALSE(n->driver_legacy);
-  EXPECT_EQ(n->status, kStatusRunning);
-  EXPECT_GE(n->requests, 2u);  // the frame out and its echo in
+  const uint8_t running =
+      c.expect_legacy ? kStatusRunningLegacy : kStatusRunning;
+  for (const char* id : {"con0", "net0"}) {
+    const vmm::DeviceReport* r = run.Device(id);
+    ASSERT_NE(r, nullptr) << id;
+    EXPECT_EQ(r->driver_legacy, c.expect_legacy) << id;
+    EXPECT_EQ(r->status, running) << id;
+    EXPECT_EQ((r->negotiated_features & kVersion1) == 0, c.expect_legacy) << id;
+  }
+  EXPECT_GE(run.Device("net0")->requests, 2u);  // the frame out, the echo in
+  // The line out (33 bytes) and the input in (12). (requests stays 0 for a
+  // console: vmm/devices.cc counts only its bytes, see NOTES.md.)
+  EXPECT_GE(run.Device("con0")->bytes, 33u + 12u);
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, ConsoleNetTest,
+    ::testing::Values(
+        ConsoleNetCase{"modern_msix",
+                       "mode=modern msix=1 devices=console,net console_input=1",
+                       Transport::kPciTransitional, Transport::kPciModern,
+                       false, "12"},
+        ConsoleNetCase{"legacy_intx",
+                       "mode=legacy msix=0 devices=console,net console_input=1",
+                       Transport::kPciLegacy, Transport::kPciTransitional, true,
+                       "10"}),
+    [](const ::testing::TestParamInfo<ConsoleNetCase>& info) {
+      return std::string(info.param.name);
+    });
 
 // Stop() asks through port 0x502; the guest sees it and ends with 0.
 TEST_F(GuestTest, GracefulStop) {
