@@ -73,9 +73,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/scoped_fd.h"
 #include "vhost-user/memory.h"
 #include "vhost-user/message.h"
-#include "vhost-user/scoped_fd.h"
 #include "virtio-device/virtio_device.h"
 
 namespace vmmkit::vhost_user {

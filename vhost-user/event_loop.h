@@ -30,8 +30,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/scoped_fd.h"
 #include "vhost-user/backend.h"
-#include "vhost-user/scoped_fd.h"
 
 namespace vmmkit::vhost_user {
 

@@ -35,8 +35,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "base/scoped_fd.h"
 #include "vhost-user/message.h"
-#include "vhost-user/scoped_fd.h"
 #include "virtqueue/guest_memory.h"
 
 namespace vmmkit::vhost_user {

@@ -32,7 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "vhost-user/scoped_fd.h"
+#include "base/scoped_fd.h"
 
 namespace vmmkit::vhost_user {
 

@@ -34,6 +34,7 @@
 namespace {
 
 using namespace vmmkit::vhost_user;  // NOLINT: a fuzz driver
+using vmmkit::ScopedFd;
 
 constexpr uint64_t kMemSize = 1 << 20;
 

@@ -60,16 +60,6 @@ absl::Status IoctlStatus(int r, const char* what) {
 
 }  // namespace
 
-ScopedFd& ScopedFd::operator=(ScopedFd&& o) noexcept {
-  if (this != &o) reset(o.release());
-  return *this;
-}
-
-void ScopedFd::reset(int fd) {
-  if (fd_ >= 0) close(fd_);
-  fd_ = fd;
-}
-
 absl::StatusOr<ScopedFd> MakeEventFd() {
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) return ErrnoToStatus(errno, "eventfd");

@@ -34,8 +34,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "base/scoped_fd.h"
 #include "vhost-user/message.h"
-#include "vhost-user/scoped_fd.h"
 #include "virtqueue/guest_memory.h"
 #include "virtqueue/testing/driver_queue.h"
 

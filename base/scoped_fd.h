@@ -1,4 +1,4 @@
-// vhost-user/scoped_fd.h: ScopedFd, a move-only owner of one file
+// base/scoped_fd.h: ScopedFd, a move-only owner of one file
 // descriptor, closed on destruction.
 //
 //   ScopedFd fd(eventfd(0, EFD_CLOEXEC));
@@ -6,15 +6,18 @@
 //   Use(fd.get());                 // still owned
 //   int raw = fd.release();        // ownership handed on
 //
+// Shared by vhost-user/ and vmm/; code in any vmmkit namespace names it
+// unqualified.
+//
 // Thread-compatible.
-#ifndef VMMKIT_VHOST_USER_SCOPED_FD_H_
-#define VMMKIT_VHOST_USER_SCOPED_FD_H_
+#ifndef VMMKIT_BASE_SCOPED_FD_H_
+#define VMMKIT_BASE_SCOPED_FD_H_
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace vmmkit::vhost_user {
+namespace vmmkit {
 
 class ScopedFd {
  public:
@@ -41,6 +44,6 @@ class ScopedFd {
   int fd_ = -1;
 };
 
-}  // namespace vmmkit::vhost_user
+}  // namespace vmmkit
 
-#endif  // VMMKIT_VHOST_USER_SCOPED_FD_H_
+#endif  // VMMKIT_BASE_SCOPED_FD_H_
