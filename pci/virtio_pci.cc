@@ -99,9 +99,34 @@ std::optional<uint16_t> TransitionalDeviceId(DeviceType type) {
   }
 }
 
+bool LegacyCommonFieldAccess(uint32_t offset, uint32_t length,
+                             bool msix_enabled) {
+  struct Field {
+    uint32_t offset, width;
+  };
+  static constexpr Field kFields[] = {
+      {kLegacyHostFeatures, 4}, {kLegacyGuestFeatures, 4},
+      {kLegacyQueuePfn, 4},     {kLegacyQueueNum, 2},
+      {kLegacyQueueSelect, 2},  {kLegacyQueueNotify, 2},
+      {kLegacyStatus, 1},       {kLegacyIsr, 1},
+      {kLegacyConfigVector, 2}, {kLegacyQueueVector, 2},
+  };
+  if (length == 0) return false;
+  const uint32_t end = msix_enabled ? kLegacyConfigMsix : kLegacyConfigNoMsix;
+  if (offset >= end || length > end - offset) return false;
+  for (const Field& f : kFields) {
+    if (offset >= f.offset && offset - f.offset < f.width) {
+      return length <= f.width - (offset - f.offset);
+    }
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------
 // The legacy I/O BAR.
 
+// Administration queues (an owner's) do not exist for a legacy driver: the
+// legacy view shows visible_queues() only.
 class VirtioPciFunction::LegacyRegs final : public RegionHandler {
  public:
   explicit LegacyRegs(VirtioPciFunction& fn) : fn_(fn) {}
@@ -118,7 +143,7 @@ class VirtioPciFunction::LegacyRegs final : public RegionHandler {
     // The register file as the driver sees it (little-endian registers).
     uint8_t regs[kLegacyConfigMsix] = {};
     const uint16_t sel = fn_.queue_select_;
-    const bool sel_ok = sel < st.num_queues();
+    const bool sel_ok = sel < fn_.visible_queues();
     StoreLe(regs + kLegacyHostFeatures,
             st.DeviceFeatures(0) | (1u << virtio::kFBadFeature), 4);
     StoreLe(regs + kLegacyGuestFeatures, st.DriverFeatures(0), 4);
@@ -200,7 +225,7 @@ class VirtioPciFunction::LegacyRegs final : public RegionHandler {
         return;
       case kLegacyQueueVector:
         if (data.size() == 2 && base == kLegacyConfigMsix &&
-            sel < st.num_queues()) {
+            sel < fn_.visible_queues()) {
           st.set_queue_vector(sel, fn_.CheckedVector(static_cast<uint16_t>(v)));
         }
         return;
@@ -231,7 +256,11 @@ class VirtioPciFunction::CommonCfg final : public RegionHandler {
     StoreLe(img + kCommonGfSelect, fn_.driver_feature_select_, 4);
     StoreLe(img + kCommonGf, st.DriverFeatures(fn_.driver_feature_select_), 4);
     StoreLe(img + kCommonMsixConfig, st.config_vector(), 2);
-    StoreLe(img + kCommonNumQueues, st.num_queues(), 2);
+    StoreLe(img + kCommonNumQueues, fn_.visible_queues(), 2);
+    if (fn_.options_.admin_queues != 0) {
+      StoreLe(img + kCommonAdminQueueIndex, fn_.visible_queues(), 2);
+      StoreLe(img + kCommonAdminQueueNum, fn_.options_.admin_queues, 2);
+    }
     img[kCommonStatus] = st.status();
     img[kCommonCfgGeneration] = static_cast<uint8_t>(st.config_generation());
     StoreLe(img + kCommonQueueSelect, sel, 2);
@@ -289,7 +318,7 @@ class VirtioPciFunction::CommonCfg final : public RegionHandler {
           st.set_config_vector(fn_.CheckedVector(static_cast<uint16_t>(v)));
         return;
       case kCommonStatus:
-        if (w == 1) fn_.WriteStatus(static_cast<uint8_t>(v));
+        if (w == 1) fn_.WriteModernStatus(static_cast<uint8_t>(v));
         return;
       case kCommonQueueSelect:
         if (w == 2) fn_.queue_select_ = static_cast<uint16_t>(v);
@@ -426,6 +455,20 @@ absl::StatusOr<std::unique_ptr<VirtioPciFunction>> VirtioPciFunction::Create(
   if (options.msix_vectors > 2048) {
     return absl::InvalidArgumentError("at most 2048 MSI-X vectors");
   }
+  if (options.admin_queues != 0 &&
+      (options.admin_queues > device.queue_max_sizes().size() ||
+       !device.offered_features().Has(virtio::kFAdminVq))) {
+    return absl::InvalidArgumentError(
+        "admin_queues needs a device that offers VIRTIO_F_ADMIN_VQ and has "
+        "that many queues");
+  }
+  if (options.admin_legacy && (options.mode != VirtioPciMode::kModern ||
+                               options.guest_endian != Endian::kLittle)) {
+    return absl::InvalidArgumentError(
+        "admin_legacy is for a modern-only member of a little-endian guest");
+  }
+  // An owner is a PCI Express function with room for an SR-IOV capability.
+  ids.extended = options.admin_queues != 0;
   auto fn = std::unique_ptr<VirtioPciFunction>(
       new VirtioPciFunction(device, memory, options, ids));
   VMMKIT_RETURN_IF_ERROR(fn->Init());
@@ -437,7 +480,10 @@ namespace {
 DeviceState::Options StateOptions(const VirtioPciFunction::Options& o) {
   DeviceState::Options s;
   s.guest_endian = o.guest_endian;
-  s.allow_legacy = o.mode != VirtioPciMode::kModern;
+  // A member whose legacy interface the owner provides takes legacy drivers
+  // (through AdminLegacy*); its modern interface refuses them itself
+  // (WriteModernStatus).
+  s.allow_legacy = o.mode != VirtioPciMode::kModern || o.admin_legacy;
   if (o.notification_data && o.mode != VirtioPciMode::kLegacy) {
     s.transport_features.Set(virtio::kFNotificationData);
   }
@@ -504,6 +550,10 @@ absl::Status VirtioPciFunction::Init() {
         AddBar(kLegacyBar, {.type = BarType::kIo, .size = size}));
     legacy_ = std::make_unique<LegacyRegs>(*this);
     VMMKIT_RETURN_IF_ERROR(AddRegion(kLegacyBar, 0, size, legacy_.get()));
+  }
+  if (options_.admin_legacy) {
+    // The legacy register file without a BAR: only the owner reaches it.
+    legacy_ = std::make_unique<LegacyRegs>(*this);
   }
   if (options_.mode == VirtioPciMode::kLegacy) return absl::OkStatus();
 
@@ -596,6 +646,55 @@ void VirtioPciFunction::WriteStatus(uint8_t status) {
   state_.SetStatus(status);
 }
 
+void VirtioPciFunction::WriteModernStatus(uint8_t status) {
+  if (options_.admin_legacy && state_.legacy() &&
+      (status & (virtio::kStatusFeaturesOk | virtio::kStatusDriverOk))) {
+    // The modern interface of a modern-only device: a driver without
+    // VERSION_1 gets what DeviceState gives it on such a device (FEATURES_OK
+    // refused; DRIVER_OK without it fails the device), though the state
+    // takes legacy drivers from the owner's admin commands.
+    const bool driver_ok = status & virtio::kStatusDriverOk;
+    WriteStatus(static_cast<uint8_t>(
+        status & ~(virtio::kStatusFeaturesOk | virtio::kStatusDriverOk)));
+    if (driver_ok) {
+      state_.MarkNeedsReset(absl::FailedPreconditionError(
+          "legacy driver on the modern interface of a modern-only device"));
+    }
+    return;
+  }
+  WriteStatus(status);
+}
+
+void VirtioPciFunction::AdminLegacyCommonRead(uint32_t offset,
+                                              absl::Span<uint8_t> data) {
+  if (legacy_ == nullptr) {
+    std::fill(data.begin(), data.end(), 0);
+    return;
+  }
+  legacy_->Read(offset, data);
+}
+
+void VirtioPciFunction::AdminLegacyCommonWrite(uint32_t offset,
+                                               absl::Span<const uint8_t> data) {
+  if (legacy_ != nullptr) legacy_->Write(offset, data);
+}
+
+void VirtioPciFunction::AdminLegacyDeviceRead(uint32_t offset,
+                                              absl::Span<uint8_t> data) {
+  if (legacy_ == nullptr) {
+    std::fill(data.begin(), data.end(), 0);
+    return;
+  }
+  legacy_->Read(uint64_t{legacy_common_size()} + offset, data);
+}
+
+void VirtioPciFunction::AdminLegacyDeviceWrite(uint32_t offset,
+                                               absl::Span<const uint8_t> data) {
+  if (legacy_ != nullptr) {
+    legacy_->Write(uint64_t{legacy_common_size()} + offset, data);
+  }
+}
+
 void VirtioPciFunction::ResetTransport() {
   state_.SetStatus(0);
   queue_select_ = 0;
@@ -620,7 +719,7 @@ void VirtioPciFunction::WriteLegacyPfn(uint32_t pfn) {
     return;
   }
   const uint16_t sel = queue_select_;
-  if (sel >= state_.num_queues() || state_.active()) return;
+  if (sel >= visible_queues() || state_.active()) return;
   virtio::SplitQueue& q = state_.queue_config(sel);
   q.set_size(q.max_size());  // legacy drivers cannot choose the size
   if (!q.SetLegacyLayout(uint64_t{pfn} << kLegacyPfnShift, kLegacyVringAlign)

@@ -63,6 +63,13 @@
 // queue_size may be lowered (DRIVER_OK checks it is a power of two);
 // registers of a queue_select beyond num_queues read 0 and ignore writes;
 // an MSI-X vector the device cannot use reads back 0xffff (NO_VECTOR).
+// With Options::admin_queues (an owner device, pci/virtio_admin.h) the last
+// queues are administration virtqueues: num_queues leaves them out and
+// admin_queue_index / admin_queue_num (0x3c / 0x3e, virtio 1.3) say where
+// they are; other functions read 0 there.
+// Options::admin_legacy makes a modern-only member whose legacy register
+// file is reached only through AdminLegacy*() (its owner's
+// LEGACY_*_CFG_* commands): the same LegacyRegs decoder as the I/O BAR.
 // Notify: a configurable layout (notify_off_multiplier 4 by default, 0 for one
 // doorbell that carries the queue index, or one page per queue); with
 // VIRTIO_F_NOTIFICATION_DATA the written value's low 16 bits name the queue.
@@ -136,6 +143,10 @@ inline constexpr uint32_t kCommonQueueDriver = 0x28;
 inline constexpr uint32_t kCommonQueueDevice = 0x30;
 inline constexpr uint32_t kCommonQueueNotifyData = 0x38;
 inline constexpr uint32_t kCommonQueueReset = 0x3a;
+// virtio 1.3 §4.1.4.3: "About the administration virtqueue" (valid when
+// VIRTIO_F_ADMIN_VQ is negotiated; read-only for the driver).
+inline constexpr uint32_t kCommonAdminQueueIndex = 0x3c;
+inline constexpr uint32_t kCommonAdminQueueNum = 0x3e;
 inline constexpr uint32_t kCommonCfgSize = 0x40;
 
 // Legacy register offsets (§4.1.4.10).
@@ -152,6 +163,13 @@ inline constexpr uint32_t kLegacyQueueVector = 22;
 inline constexpr uint32_t kLegacyConfigNoMsix = 20;
 inline constexpr uint32_t kLegacyConfigMsix = 24;
 inline constexpr uint32_t kLegacyPfnShift = 12;
+// True if [offset, offset + length) is not empty, lies inside one legacy
+// register (the table above; 20 and 22 only while MSI-X is enabled) and so
+// inside the legacy common area, which ends at 20, or 24 with MSI-X. What
+// virtio 1.3's LEGACY_COMMON_CFG_{READ,WRITE} call "a single field ...
+// completely within the virtio common configuration".
+bool LegacyCommonFieldAccess(uint32_t offset, uint32_t length,
+                             bool msix_enabled);
 inline constexpr uint32_t kLegacyVringAlign = 4096;
 
 // BARs and the modern BAR's layout.
@@ -191,6 +209,21 @@ class VirtioPciFunction final : public GenericPciFunction,
     // Offer VIRTIO_F_NOTIFICATION_DATA (modern view): the driver then writes
     // {le16 queue, le16 next_off} to the doorbell, 4 bytes wide.
     bool notification_data = false;
+    // An owner device (virtio 1.3 §2.12): the last `admin_queues` of the
+    // device's queues are administration virtqueues. The common config
+    // reports num_queues without them, admin_queue_index = the first and
+    // admin_queue_num = admin_queues. The device must offer
+    // VIRTIO_F_ADMIN_VQ (kInvalidArgument otherwise). The function gets a
+    // 4 KiB (PCI Express) configuration space for an SR-IOV capability.
+    uint16_t admin_queues = 0;
+    // A member device whose legacy interface its group owner provides
+    // (virtio 1.3 §2.12.1.2 "Legacy Interfaces"): kModern mode only (no
+    // legacy BAR; a driver on its own modern interface that does not accept
+    // VERSION_1 is refused as by a modern-only device), little-endian guest
+    // only (the admin commands carry data little-endian unconditionally).
+    // The owner executes the legacy register file on this function through
+    // AdminLegacy*(): the same decoder as the legacy I/O BAR.
+    bool admin_legacy = false;
   };
 
   // `device` and `memory` must outlive the function. kInvalidArgument for a
@@ -211,6 +244,22 @@ class VirtioPciFunction final : public GenericPciFunction,
   std::vector<Doorbell> doorbells() const;
   // A notification that arrived outside the register decode (ioeventfd).
   void NotifyQueue(uint16_t queue) { state_.Notify(queue); }
+
+  // ---- The legacy interface of a member (Options::admin_legacy), for its
+  // group owner's LEGACY_{COMMON,DEV}_CFG_{READ,WRITE} commands: exactly what
+  // the legacy I/O BAR does, common registers at `offset`, device config at
+  // legacy_common_size() + `offset`. The owner checks offsets and lengths
+  // (LegacyCommonFieldAccess, state().config_size()). Without admin_legacy,
+  // reads are zero and writes are dropped.
+  bool has_admin_legacy() const { return options_.admin_legacy; }
+  // Where the legacy device config starts: 24 while MSI-X is enabled, else 20.
+  uint32_t legacy_common_size() const {
+    return msix_enabled() ? kLegacyConfigMsix : kLegacyConfigNoMsix;
+  }
+  void AdminLegacyCommonRead(uint32_t offset, absl::Span<uint8_t> data);
+  void AdminLegacyCommonWrite(uint32_t offset, absl::Span<const uint8_t> data);
+  void AdminLegacyDeviceRead(uint32_t offset, absl::Span<uint8_t> data);
+  void AdminLegacyDeviceWrite(uint32_t offset, absl::Span<const uint8_t> data);
 
   // Which interface the driver used last: for GetVm's report.
   bool used_legacy_interface() const { return used_legacy_; }
@@ -250,6 +299,11 @@ class VirtioPciFunction final : public GenericPciFunction,
   // Resets the transport's own state with the device (status 0, PFN 0).
   void ResetTransport();
   void WriteStatus(uint8_t status);
+  // A status write through the modern common config.
+  void WriteModernStatus(uint8_t status);
+  uint16_t visible_queues() const {
+    return static_cast<uint16_t>(state_.num_queues() - options_.admin_queues);
+  }
 
   // The PCI configuration access window.
   void PciCfgRead(uint32_t offset, uint32_t length);

@@ -1,11 +1,11 @@
-#include "virtqueue/testing/driver_queue.h"
+#include "virtqueue/driver_queue.h"
 
 #include <atomic>
 #include <cstdlib>
 
 #include "absl/strings/str_format.h"
 
-namespace vmmkit::virtqueue::testing {
+namespace vmmkit::virtqueue {
 
 namespace {
 
@@ -216,4 +216,4 @@ uint16_t DriverQueue::avail_event() const {
   return Load16(layout_.used + kRingEntriesOffset + 8u * layout_.size);
 }
 
-}  // namespace vmmkit::virtqueue::testing
+}  // namespace vmmkit::virtqueue
