@@ -750,5 +750,51 @@ TEST_F(ServiceTest, TestGuestDrivesEveryDeviceAndGetVmReportsIt) {
   }
 }
 
+// Per-device transports: under a modern-first driver, a legacy-only device
+// is driven through its legacy interface and a modern-only one through its
+// capabilities, and GetVm says so per device.
+TEST_F(ServiceTest, GetVmTellsLegacyFromModernDriversPerDevice) {
+  REQUIRE_KVM();
+  const std::string guest = testing::Runfile("tests/vmm_guest/guest.elf");
+  const std::string disk = ::testing::TempDir() + "/mixed.img";
+  {
+    std::ofstream f(disk, std::ios::binary);
+    f << std::string(1 << 20, '\0');
+  }
+  v1::VmInfo info;
+  ASSERT_TRUE(Create("mixed", guest, &info, "mode=modern").ok());
+  v1::DeviceSpec blk;
+  blk.set_id("old-disk");
+  blk.set_type(v1::DEVICE_TYPE_BLOCK);
+  blk.set_transport(v1::TRANSPORT_PCI_LEGACY);
+  blk.mutable_block()->set_image_path(disk);
+  ASSERT_TRUE(Add("mixed", blk).ok());
+  v1::DeviceSpec rng = Rng("new-rng");
+  rng.set_transport(v1::TRANSPORT_PCI_MODERN);
+  ASSERT_TRUE(Add("mixed", rng).ok());
+  ASSERT_TRUE(Call(&v1::VmService::Stub::StartVm, "mixed").ok());
+  ASSERT_TRUE(Wait("mixed", 120000, &info).ok());
+  EXPECT_EQ(info.exit_code(), 0);
+  ASSERT_EQ(info.devices_size(), 2);
+  const v1::DeviceInfo& old_disk = info.devices(0);
+  const v1::DeviceInfo& new_rng = info.devices(1);
+  EXPECT_EQ(old_disk.spec().id(), "old-disk");
+  EXPECT_TRUE(old_disk.driver_legacy());
+  EXPECT_EQ(old_disk.negotiated_features() >> 32, 0u);  // no VERSION_1
+  EXPECT_EQ(new_rng.spec().id(), "new-rng");
+  EXPECT_FALSE(new_rng.driver_legacy());
+  EXPECT_NE(new_rng.negotiated_features() & (uint64_t{1} << 32), 0u);
+  EXPECT_EQ(old_disk.pci_slot(), 1u);
+  EXPECT_EQ(new_rng.pci_slot(), 2u);
+  // A legacy driver has no FEATURES_OK step (virtio 1.2 §2.1.2 "Legacy
+  // Interface"): ACKNOWLEDGE|DRIVER|DRIVER_OK; the modern one all four.
+  EXPECT_EQ(old_disk.status(), 7u);
+  EXPECT_EQ(new_rng.status(), 15u);
+  for (const v1::DeviceInfo& d : info.devices()) {
+    EXPECT_GT(d.counters().requests(), 0u) << d.spec().id();
+  }
+  EXPECT_TRUE(Delete("mixed").ok());
+}
+
 }  // namespace
 }  // namespace vmmkit::api
