@@ -261,5 +261,63 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(info.param.name);
     });
 
+// The hostile guest against shims: every check passes, both through the
+// legacy BAR (admin commands) and the member's modern capabilities, and the
+// VMM is still there to report.
+TEST(AdminShimHostileTest, HostileDriverThroughShims) {
+  if (auto why = CannotRunGuests()) GTEST_SKIP() << *why;
+  const std::string image = MakeImage("shim_hostile.img", 64 * 1024);
+  GuestRun run;
+  ASSERT_OK(run.Boot({.vcpus = 1, .memory_mib = 64, .cmdline = "hostile=1"},
+                     {{.id = "blk0",
+                       .type = DeviceType::kBlock,
+                       .transport = Transport::kPciLegacyViaAdmin,
+                       .queue_size = 8,
+                       .params = BlkParams{.path = image}},
+                      {.id = "rng0",
+                       .type = DeviceType::kRng,
+                       .transport = Transport::kPciLegacyViaAdmin,
+                       .params = RngParams{}}},
+                     kRunTimeout))
+      << Describe(run);
+  EXPECT_EQ(run.exit_code, 0) << Describe(run);
+  size_t checks = 0;
+  for (const ReportLine& l : run.lines) {
+    if (l.Has("hostile") && l.Has("result")) {
+      ++checks;
+      EXPECT_EQ(l.Get("result"), "ok") << l.text;
+    }
+  }
+  const char* blk_checks[] = {"queue_size_not_pow2",
+                              "queue_size_above_max",
+                              "desc_table_outside_ram",
+                              "driver_ok_without_features_ok",
+                              "unoffered_feature_refused",
+                              "device_config_past_end",
+                              "msix_vector_beyond_table",
+                              "buffer_outside_ram",
+                              "chain_loop",
+                              "legacy_pfn_outside_ram",
+                              "legacy_pfn_zero_resets",
+                              "legacy_msix_vector_beyond_table",
+                              "legacy_buffer_outside_ram",
+                              "legacy_notify_absent_queue",
+                              "recovery"};
+  for (const char* name : blk_checks) {
+    EXPECT_NE(
+        run.Find({{"hostile", name}, {"device", "00:01.0"}, {"result", "ok"}}),
+        nullptr)
+        << "blk: " << name << "\n"
+        << Describe(run);
+  }
+  EXPECT_GE(checks, std::size(blk_checks));
+  EXPECT_NE(run.Find({{"done", ""}, {"failures", "0"}}), nullptr)
+      << Describe(run);
+  const vmm::DeviceReport* blk = run.Device("blk0");
+  ASSERT_NE(blk, nullptr);
+  EXPECT_EQ(blk->status, kStatusRunning);
+  EXPECT_EQ(run.vm->state(), vmm::VmState::kStopped);
+}
+
 }  // namespace
 }  // namespace vmmkit::tests::vmm_guest
