@@ -16,6 +16,7 @@
 #include "virtio-device/net.h"
 #include "virtio-device/rng.h"
 #include "virtio-device/tap.h"
+#include "vmm/admin_legacy.h"
 #include "vmm/mptable.h"
 #include "vmm/msi_routes.h"
 
@@ -29,6 +30,8 @@ pci::VirtioPciMode PciModeFor(Transport transport) {
       return pci::VirtioPciMode::kTransitional;
     case Transport::kPciLegacy:
       return pci::VirtioPciMode::kLegacy;
+    case Transport::kPciLegacyViaAdmin:
+      return pci::VirtioPciMode::kModern;
   }
   return pci::VirtioPciMode::kModern;
 }
@@ -41,24 +44,24 @@ class DeviceSlot::LockedFunction final : public pci::PciFunction {
   // changes those bytes concurrently (they change only in guest config
   // writes, which come through here under the lock).
   pci::ConfigSpace& config_space() override ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return slot_.function_->config_space();
+    return slot_.bus_function().config_space();
   }
   void ConfigRead(uint32_t offset, absl::Span<uint8_t> data) override {
     absl::MutexLock l(&slot_.mu_);
-    slot_.function_->ConfigRead(offset, data);
+    slot_.bus_function().ConfigRead(offset, data);
   }
   void ConfigWrite(uint32_t offset, absl::Span<const uint8_t> data) override {
     absl::MutexLock l(&slot_.mu_);
-    slot_.function_->ConfigWrite(offset, data);
+    slot_.bus_function().ConfigWrite(offset, data);
   }
   void BarRead(int bar, uint64_t offset, absl::Span<uint8_t> data) override {
     absl::MutexLock l(&slot_.mu_);
-    slot_.function_->BarRead(bar, offset, data);
+    slot_.bus_function().BarRead(bar, offset, data);
   }
   void BarWrite(int bar, uint64_t offset,
                 absl::Span<const uint8_t> data) override {
     absl::MutexLock l(&slot_.mu_);
-    slot_.function_->BarWrite(bar, offset, data);
+    slot_.bus_function().BarWrite(bar, offset, data);
   }
 
  private:
@@ -134,6 +137,7 @@ DeviceSlot::DeviceSlot(DeviceConfig config, VmFd* vm)
 DeviceSlot::~DeviceSlot() {
   ReleaseIoeventfds();
   absl::MutexLock l(&mu_);
+  admin_.reset();     // before the member it fronts
   function_.reset();  // before the device it refers to
   device_.reset();
 }
@@ -238,12 +242,24 @@ absl::StatusOr<std::unique_ptr<DeviceSlot>> DeviceSlot::Create(
   }
   pci::VirtioPciFunction::Options fo;
   fo.mode = PciModeFor(config.transport);
+  fo.admin_legacy = config.transport == Transport::kPciLegacyViaAdmin;
   VMMKIT_ASSIGN_OR_RETURN(std::unique_ptr<pci::VirtioPciFunction> function,
                           pci::VirtioPciFunction::Create(*device, memory, fo));
+  std::unique_ptr<AdminLegacyGroup> admin;
+  if (fo.admin_legacy) {
+    VMMKIT_ASSIGN_OR_RETURN(admin,
+                            AdminLegacyGroup::Create(*function, config.type));
+  }
   absl::MutexLock l(&slot->mu_);
   slot->device_ = std::move(device);
   slot->function_ = std::move(function);
+  slot->admin_ = std::move(admin);
   return slot;
+}
+
+pci::PciFunction& DeviceSlot::bus_function() {
+  if (admin_ != nullptr) return admin_->shim();
+  return *function_;
 }
 
 absl::Status DeviceSlot::Attach(pci::RootBus& bus, MsiRoutes& routes) {
@@ -266,6 +282,14 @@ absl::Status DeviceSlot::Attach(pci::RootBus& bus, MsiRoutes& routes) {
                                  static_cast<uint8_t>(PciSlotGsi(at.device)));
   function_->set_msi_sink(interrupts_.get());
   function_->set_intx_sink(interrupts_.get());
+  if (admin_ != nullptr) {
+    for (uint16_t q = 0; q < function_->state().num_queues(); ++q) {
+      VMMKIT_ASSIGN_OR_RETURN(ScopedFd fd, MakeEventFd());
+      ioevents_.push_back({std::move(fd),
+                           pci::LegacyShimFunction::LegacyDoorbell(q),
+                           std::nullopt, /*shim=*/true});
+    }
+  }
   for (const pci::Doorbell& d : function_->doorbells()) {
     VMMKIT_ASSIGN_OR_RETURN(ScopedFd fd, MakeEventFd());
     ioevents_.push_back({std::move(fd), d, std::nullopt});
@@ -281,7 +305,7 @@ absl::Status DeviceSlot::SyncIoeventfds() {
     bool pio;
     {
       absl::MutexLock l(&mu_);
-      pci::ConfigSpace& cfg = function_->config_space();
+      pci::ConfigSpace& cfg = bus_function().config_space();
       pio = cfg.bar(d.bar).type == pci::BarType::kIo;
       const uint64_t base = cfg.BarAddress(d.bar);
       if (cfg.BarDecodingEnabled(d.bar) && base != 0) want = base + d.offset;
@@ -313,7 +337,7 @@ void DeviceSlot::ReleaseIoeventfds() {
     bool pio;
     {
       absl::MutexLock l(&mu_);
-      pio = function_->config_space().bar(e.doorbell.bar).type ==
+      pio = bus_function().config_space().bar(e.doorbell.bar).type ==
             pci::BarType::kIo;
     }
     (void)vm_->Ioeventfd(e.fd.get(), *e.registered_at, e.doorbell.width, pio,
@@ -325,7 +349,8 @@ void DeviceSlot::ReleaseIoeventfds() {
 std::vector<DeviceSlot::PollFd> DeviceSlot::poll_fds() const {
   std::vector<PollFd> fds;
   for (const Ioevent& e : ioevents_) {
-    fds.push_back({e.fd.get(), PollFd::Kind::kDoorbell, e.doorbell.queue});
+    fds.push_back(
+        {e.fd.get(), PollFd::Kind::kDoorbell, e.doorbell.queue, e.shim});
   }
   absl::MutexLock l(&mu_);
   for (int fd : device_->backend_fds()) {
@@ -372,7 +397,11 @@ void DeviceSlot::OnReady(const PollFd& p) {
       while (read(p.fd, &count, sizeof(count)) == sizeof(count)) {
       }
       absl::MutexLock l(&mu_);
-      function_->NotifyQueue(p.queue);
+      if (p.shim && admin_ != nullptr) {
+        admin_->shim().NotifyQueue(p.queue);
+      } else {
+        function_->NotifyQueue(p.queue);
+      }
       return;
     }
     case PollFd::Kind::kBackend: {

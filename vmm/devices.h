@@ -27,6 +27,13 @@
 // does not match (another width) exits to user space and reaches the same
 // queue through the register decoder.
 //
+// kPciLegacyViaAdmin (vmm/admin_legacy.h): the function is a modern-only
+// member, the bus holds the legacy shim in front of it (one owner per
+// device, all under the device's lock); the shim's QUEUE_NOTIFY (BAR 0 + 16,
+// datamatch the queue) gets an ioeventfd calling the shim's NotifyQueue, the
+// member's modern doorbells get theirs at the shim's BAR addresses, and the
+// member's MSI-X and INTx reach the guest as a native function's do.
+//
 // Backends: blk serves requests synchronously in ProcessQueue; net polls its
 // backend edge-triggered; a net device without a TAP gets an in-process echo
 // backend (LoopbackNetBackend pair: the slot keeps the far side and sends
@@ -64,6 +71,9 @@ class LoopbackNetBackend;
 
 namespace vmmkit::vmm {
 
+class AdminLegacyGroup;
+
+// kPciLegacyViaAdmin: kModern (the member is modern-only).
 pci::VirtioPciMode PciModeFor(Transport transport);
 
 class DeviceSlot {
@@ -99,6 +109,7 @@ class DeviceSlot {
     int fd;
     Kind kind;
     uint16_t queue = 0;  // kDoorbell
+    bool shim = false;   // kDoorbell: the legacy shim's QUEUE_NOTIFY
   };
   // Every fd the I/O thread should poll (edge-triggered) for this slot.
   std::vector<PollFd> poll_fds() const;
@@ -122,12 +133,15 @@ class DeviceSlot {
     ScopedFd fd;
     pci::Doorbell doorbell;
     std::optional<uint64_t> registered_at;  // guest address, if registered
+    bool shim = false;  // the legacy shim's doorbell (kPciLegacyViaAdmin)
   };
 
   DeviceSlot(DeviceConfig config, VmFd* vm);
   void DrainConsoleOutput();
   void EchoNetFrames() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DeviceReport ReportLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What the bus sees: the legacy shim (kPciLegacyViaAdmin) or the function.
+  pci::PciFunction& bus_function() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DeviceConfig config_;
   VmFd* const vm_;
@@ -136,6 +150,9 @@ class DeviceSlot {
   mutable absl::Mutex mu_;  // the device's lock
   std::unique_ptr<virtio::VirtioDevice> device_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<pci::VirtioPciFunction> function_ ABSL_GUARDED_BY(mu_);
+  // kPciLegacyViaAdmin: owner, admin driver and shim in front of function_
+  // (the member).
+  std::unique_ptr<AdminLegacyGroup> admin_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<LockedFunction> locked_;
   std::unique_ptr<Interrupts> interrupts_;
   // The far side of an echo backend.

@@ -47,6 +47,8 @@ const char* TransportName(Transport transport) {
       return "pci-transitional";
     case Transport::kPciLegacy:
       return "pci-legacy";
+    case Transport::kPciLegacyViaAdmin:
+      return "pci-legacy-via-admin";
   }
   return "unknown";
 }

@@ -58,8 +58,17 @@
 
 namespace vmmkit::vmm {
 
-// The virtio-pci flavour of a device (pci/virtio_pci.h).
-enum class Transport { kPciModern, kPciTransitional, kPciLegacy };
+// The virtio-pci flavour of a device (pci/virtio_pci.h). kPciLegacyViaAdmin
+// ("pci-legacy-via-admin"): the device is a modern-only SR-IOV member whose
+// legacy interface its group owner gives through administration commands;
+// the guest sees a transitional function (pci/legacy_shim.h, wired by
+// vmm/admin_legacy.h) that a legacy or a modern driver can drive.
+enum class Transport {
+  kPciModern,
+  kPciTransitional,
+  kPciLegacy,
+  kPciLegacyViaAdmin
+};
 const char* TransportName(Transport transport);
 
 struct BlkParams {

@@ -448,7 +448,10 @@ TEST_P(LegacyRngTest, PolledRequestThroughIoeventfd) {
 INSTANTIATE_TEST_SUITE_P(
     Modes, LegacyRngTest,
     ::testing::Combine(::testing::Values(Transport::kPciLegacy,
-                                         Transport::kPciTransitional),
+                                         Transport::kPciTransitional,
+                                         // The notify reaches the shim's
+                                         // ioeventfd, the rest admin commands.
+                                         Transport::kPciLegacyViaAdmin),
                        ::testing::Bool()));
 
 TEST_F(VmTest, I8042ResetPowersOff) {

@@ -9,7 +9,7 @@
 // Device flags (repeatable; comma-separated options after the first field):
 //   --blk=PATH[,ro][,MODE]       --net=[TAP][,MODE][,mac=aa:bb:cc:dd:ee:ff]
 //   --console=[OUTPUT_PATH][,MODE]   --rng=[MODE]
-// MODE is modern, transitional (the default) or legacy.
+// MODE is modern, transitional (the default), legacy or legacy-via-admin.
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,6 +40,8 @@ bool ParseMode(absl::string_view s, Transport* t) {
     *t = Transport::kPciTransitional;
   } else if (s == "legacy") {
     *t = Transport::kPciLegacy;
+  } else if (s == "legacy-via-admin") {
+    *t = Transport::kPciLegacyViaAdmin;
   } else {
     return false;
   }

@@ -80,6 +80,20 @@ TEST_F(VmmRunTest, RunsAGuestWithDevices) {
       << r.err;
 }
 
+TEST_F(VmmRunTest, LegacyViaAdminMode) {
+  std::vector<uint8_t> c;
+  Exit(c, 3);
+  const std::string guest = ::testing::TempDir() + "/run_guest_shim.elf";
+  std::vector<uint8_t> elf = MakeElf(c);
+  std::ofstream(guest, std::ios::binary)
+      .write(reinterpret_cast<const char*>(elf.data()), elf.size());
+  Result r = RunVmmRun(
+      {"--kernel=" + guest, "--memory_mib=16", "--rng=legacy-via-admin"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rng0 rng pci-legacy-via-admin slot 1"))
+      << r.err;
+}
+
 TEST_F(VmmRunTest, BadArguments) {
   Result r = RunVmmRun({"--kernel=/nonexistent"});
   EXPECT_EQ(r.status, 125);

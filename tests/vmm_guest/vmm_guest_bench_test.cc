@@ -101,6 +101,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BenchCase{"modern_msix", Transport::kPciModern,
                                 "bench=1 mode=modern msix=1"},
                       BenchCase{"legacy_intx", Transport::kPciLegacy,
+                                "bench=1 mode=legacy msix=0"},
+                      // A legacy register read on a native transitional
+                      // function vs. through the admin-command legacy shim
+                      // (one LEGACY_COMMON_CFG_READ per read).
+                      BenchCase{"transitional_legacy_intx",
+                                Transport::kPciTransitional,
+                                "bench=1 mode=legacy msix=0"},
+                      BenchCase{"via_admin_legacy_intx",
+                                Transport::kPciLegacyViaAdmin,
                                 "bench=1 mode=legacy msix=0"}),
     [](const ::testing::TestParamInfo<BenchCase>& info) {
       return std::string(info.param.name);

@@ -472,7 +472,12 @@ INSTANTIATE_TEST_SUITE_P(
         ConsoleNetCase{"legacy_intx",
                        "mode=legacy msix=0 devices=console,net console_input=1",
                        Transport::kPciLegacy, Transport::kPciTransitional, true,
-                       "10"}),
+                       "10"},
+        // Both through admin-command legacy shims (vmm/admin_legacy.h).
+        ConsoleNetCase{"legacy_via_admin_msix",
+                       "mode=legacy msix=1 devices=console,net console_input=1",
+                       Transport::kPciLegacyViaAdmin,
+                       Transport::kPciLegacyViaAdmin, true, "10"}),
     [](const ::testing::TestParamInfo<ConsoleNetCase>& info) {
       return std::string(info.param.name);
     });

@@ -134,6 +134,9 @@ absl::StatusOr<vmm::DeviceConfig> ToDeviceConfig(const v1::DeviceSpec& proto) {
     case v1::TRANSPORT_PCI_LEGACY:
       config.transport = vmm::Transport::kPciLegacy;
       break;
+    case v1::TRANSPORT_PCI_LEGACY_VIA_ADMIN:
+      config.transport = vmm::Transport::kPciLegacyViaAdmin;
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("unknown transport ", proto.transport()));
@@ -254,6 +257,8 @@ v1::Transport ToProto(vmm::Transport transport) {
       return v1::TRANSPORT_PCI_TRANSITIONAL;
     case vmm::Transport::kPciLegacy:
       return v1::TRANSPORT_PCI_LEGACY;
+    case vmm::Transport::kPciLegacyViaAdmin:
+      return v1::TRANSPORT_PCI_LEGACY_VIA_ADMIN;
   }
   return v1::TRANSPORT_UNSPECIFIED;
 }

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "base/status_matchers.h"
 #include "gtest/gtest.h"
@@ -244,6 +245,35 @@ TEST(ConvertTest, SnapshotsBecomeVmInfo) {
   never.id = "x";
   EXPECT_FALSE(ToProto(never).has_exit_code());
   EXPECT_EQ(ToProto(never).started_unix_ms(), 0);
+}
+
+// Every transport maps to its own enum value and back.
+TEST(ConvertTest, TransportsRoundTrip) {
+  const std::pair<v1::Transport, vmm::Transport> pairs[] = {
+      {v1::TRANSPORT_PCI_MODERN, vmm::Transport::kPciModern},
+      {v1::TRANSPORT_PCI_TRANSITIONAL, vmm::Transport::kPciTransitional},
+      {v1::TRANSPORT_PCI_LEGACY, vmm::Transport::kPciLegacy},
+      {v1::TRANSPORT_PCI_LEGACY_VIA_ADMIN, vmm::Transport::kPciLegacyViaAdmin}};
+  for (const auto& [proto, vmm_transport] : pairs) {
+    v1::DeviceSpec rng;
+    rng.set_id("rng0");
+    rng.set_type(v1::DEVICE_TYPE_RNG);
+    rng.set_transport(proto);
+    rng.mutable_rng();
+    ASSERT_OK_AND_ASSIGN(vmm::DeviceConfig c, ToDeviceConfig(rng));
+    EXPECT_EQ(c.transport, vmm_transport) << proto;
+    EXPECT_EQ(ToProto(vmm_transport), proto);
+    EXPECT_EQ(ToProto(c).transport(), proto);
+  }
+  EXPECT_STREQ(vmm::TransportName(vmm::Transport::kPciLegacyViaAdmin),
+               "pci-legacy-via-admin");
+  v1::DeviceSpec bad;
+  bad.set_id("x");
+  bad.set_type(v1::DEVICE_TYPE_RNG);
+  bad.set_transport(static_cast<v1::Transport>(99));
+  EXPECT_THAT(
+      ToDeviceConfig(bad).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("transport")));
 }
 
 }  // namespace

@@ -152,7 +152,8 @@ const std::vector<Command>& Commands() {
        {{"type", "TYPE", "blk, net, console or rng (required)"},
         {"id", "ID", "device name (default <type><n>)"},
         {"transport", "T",
-         "pci-modern, pci-transitional (default) or pci-legacy"},
+         "pci-modern, pci-transitional (default), pci-legacy or "
+         "pci-legacy-via-admin"},
         {"queue-size", "N", "virtqueue size, a power of two (default: max)"},
         {"image", "PATH", "blk: raw disk image (required for blk)"},
         {"read-only", nullptr, "blk: read-only disk"},
@@ -426,6 +427,8 @@ std::string TransportName(v1::Transport t) {
       return "pci-transitional";
     case v1::TRANSPORT_PCI_LEGACY:
       return "pci-legacy";
+    case v1::TRANSPORT_PCI_LEGACY_VIA_ADMIN:
+      return "pci-legacy-via-admin";
     default:
       return "?";
   }
@@ -688,10 +691,12 @@ int Run(const Context& ctx, const Args& args) {
       d->set_transport(v1::TRANSPORT_PCI_TRANSITIONAL);
     } else if (transport == "pci-legacy" || transport == "legacy") {
       d->set_transport(v1::TRANSPORT_PCI_LEGACY);
+    } else if (transport == "pci-legacy-via-admin") {
+      d->set_transport(v1::TRANSPORT_PCI_LEGACY_VIA_ADMIN);
     } else {
       return Usage(absl::StrCat("unknown --transport \"", transport,
                                 "\" (pci-modern, pci-transitional, "
-                                "pci-legacy)"),
+                                "pci-legacy, pci-legacy-via-admin)"),
                    args.command);
     }
     if (args.Has("queue-size")) {

@@ -207,5 +207,35 @@ TEST_F(VmmctlTest, ConsoleForwardsStdinToTheGuest) {
   EXPECT_THAT(r.out, HasSubstr("exit code 7"));
 }
 
+// --transport pci-legacy-via-admin: the device is added with the
+// admin-command legacy shim, and reported with that transport.
+TEST_F(VmmctlTest, AddsADeviceThroughTheAdminLegacyShim) {
+  Result add_help = Ctl({"help", "add-device"});
+  EXPECT_THAT(add_help.out, HasSubstr("pci-legacy-via-admin"));
+  Result bad = Ctl({"add-device", "x", "--type", "rng", "--transport", "shim"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("pci-legacy-via-admin"));
+  std::string why_not;
+  if (!vmm::KvmUsable(&why_not)) {
+    GTEST_SKIP() << "/dev/kvm is not usable here: " << why_not;
+  }
+  Result r = Ctl({"create", "shim", "--kernel", tiny_, "--memory", "16M"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string image = ::testing::TempDir() + "/shim_disk.img";
+  { std::ofstream(image, std::ios::binary) << std::string(4096, '\0'); }
+  r = Ctl({"add-device", "shim", "--type", "blk", "--transport",
+           "pci-legacy-via-admin", "--image", image});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("pci-legacy-via-admin"));
+  r = Ctl({"get", "shim", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  v1::VmInfo info = ParseJson<v1::VmInfo>(r.out);
+  ASSERT_EQ(info.devices_size(), 1);
+  EXPECT_EQ(info.devices(0).spec().transport(),
+            v1::TRANSPORT_PCI_LEGACY_VIA_ADMIN);
+  r = Ctl({"get", "shim"});
+  EXPECT_THAT(r.out, HasSubstr("pci-legacy-via-admin"));
+}
+
 }  // namespace
 }  // namespace vmmkit::api
