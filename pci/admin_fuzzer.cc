@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "base/fuzz_input.h"
 #include "pci/admin_driver.h"
 #include "pci/legacy_shim.h"
 #include "pci/virtio_admin.h"
@@ -49,33 +50,11 @@
 namespace vmmkit::pci {
 namespace {
 
-#define FUZZ_CHECK(cond)                                              \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-                   __LINE__, #cond);                                  \
-      std::abort();                                                   \
-    }                                                                 \
-  } while (0)
-
 constexpr int kMaxSteps = 1024;
 constexpr uint64_t kGuestSize = 1 << 20;
 constexpr uint64_t kVmmSize = 64 << 10;
 
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t U8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t U16() { return U8() | (uint16_t{U8()} << 8); }
-  uint32_t U32() { return U16() | (uint32_t{U16()} << 16); }
-  uint64_t U64() { return U32() | (uint64_t{U32()} << 32); }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
+using Input = ::vmmkit::FuzzInput;
 
 class CfgDevice final : public virtio::VirtioDevice {
  public:
@@ -137,19 +116,19 @@ class Harness {
       : guest_(guest), vmm_(vmm) {
     auto m1 = VirtioPciFunction::Create(rng1_, guest, {.admin_legacy = true});
     auto m2 = VirtioPciFunction::Create(cfg_, guest, {.admin_legacy = true});
-    FUZZ_CHECK(m1.ok() && m2.ok());
+    VMMKIT_FUZZ_CHECK(m1.ok() && m2.ok());
     members_[0] = *std::move(m1);
     members_[1] = *std::move(m2);
     auto o = VirtioAdminOwner::Create(owner_rng_, {.admin_queue_size = 16});
-    FUZZ_CHECK(o.ok());
+    VMMKIT_FUZZ_CHECK(o.ok());
     owner_ = *std::move(o);
-    FUZZ_CHECK(owner_->AddMember(members_[0].get()).ok());
-    FUZZ_CHECK(owner_->AddMember(members_[1].get()).ok());
+    VMMKIT_FUZZ_CHECK(owner_->AddMember(members_[0].get()).ok());
+    VMMKIT_FUZZ_CHECK(owner_->AddMember(members_[1].get()).ok());
     auto f = VirtioPciFunction::Create(*owner_, vmm, {.admin_queues = 1});
-    FUZZ_CHECK(f.ok());
+    VMMKIT_FUZZ_CHECK(f.ok());
     owner_fn_ = *std::move(f);
-    FUZZ_CHECK(owner_->InstallSriovCapability(*owner_fn_, 0x1044).ok());
-    FUZZ_CHECK(owner_->InstallNotifyArea(*owner_fn_, 2).ok());
+    VMMKIT_FUZZ_CHECK(owner_->InstallSriovCapability(*owner_fn_, 0x1044).ok());
+    VMMKIT_FUZZ_CHECK(owner_->InstallNotifyArea(*owner_fn_, 2).ok());
     NewDriver();
   }
 
@@ -228,7 +207,7 @@ class Harness {
         const uint32_t reg = (in.U8() & 1) ? kSriovNumVfs : kSriovControl;
         const uint8_t v[2] = {in.U8(), in.U8()};
         owner_fn_->ConfigWrite(cap + reg, absl::MakeConstSpan(v, 2));
-        FUZZ_CHECK(owner_->enabled_members() <= owner_->num_members());
+        VMMKIT_FUZZ_CHECK(owner_->enabled_members() <= owner_->num_members());
         break;
       }
     }
@@ -244,26 +223,26 @@ class Harness {
     owner_fn_->BarWrite(kModernBar, kCommonStatus,
                         absl::MakeConstSpan(&zero, 1));
     auto d = AdminQueueDriver::Create(*owner_fn_, vmm_, {.max_polls = 2});
-    FUZZ_CHECK(d.ok());  // an owner we hold always probes
+    VMMKIT_FUZZ_CHECK(d.ok());  // an owner we hold always probes
     driver_ = *std::move(d);
     driver_owns_queue_ = true;
     auto s = LegacyShimFunction::Create(
         *members_[0], *driver_,
         {.member_id = 1, .type = virtio::DeviceType::kRng});
-    FUZZ_CHECK(s.ok());
+    VMMKIT_FUZZ_CHECK(s.ok());
     shim_ = *std::move(s);
   }
 
   void CheckResult(absl::Span<const uint8_t> result, size_t n) {
-    FUZZ_CHECK(n <= result.size());
+    VMMKIT_FUZZ_CHECK(n <= result.size());
     if (n < 4) return;
     const uint16_t status = result[0] | result[1] << 8;
     const uint16_t q = result[2] | result[3] << 8;
-    FUZZ_CHECK(status == kAdminStatusOk || status == kAdminStatusEinval);
-    if (status == kAdminStatusOk) FUZZ_CHECK(q == kAdminQualifierOk);
+    VMMKIT_FUZZ_CHECK(status == kAdminStatusOk || status == kAdminStatusEinval);
+    if (status == kAdminStatusOk) VMMKIT_FUZZ_CHECK(q == kAdminQualifierOk);
     if (status == kAdminStatusEinval) {
-      FUZZ_CHECK(q >= kAdminQualifierInvalidOpcode &&
-                 q <= kAdminQualifierInvalidMember);
+      VMMKIT_FUZZ_CHECK(q >= kAdminQualifierInvalidOpcode &&
+                        q <= kAdminQualifierInvalidMember);
     }
   }
 
@@ -277,10 +256,10 @@ class Harness {
     const MemberSnapshot before[2] = {Snap(*members_[0]), Snap(*members_[1])};
     const size_t n = owner_->Execute(cmd, absl::MakeSpan(res));
     CheckResult(res, n);
-    for (size_t i = n; i < res.size(); ++i) FUZZ_CHECK(res[i] == 0xcc);
+    for (size_t i = n; i < res.size(); ++i) VMMKIT_FUZZ_CHECK(res[i] == 0xcc);
     if (n >= 2 && (res[0] | res[1] << 8) == kAdminStatusEinval) {
-      FUZZ_CHECK(Snap(*members_[0]) == before[0]);
-      FUZZ_CHECK(Snap(*members_[1]) == before[1]);
+      VMMKIT_FUZZ_CHECK(Snap(*members_[0]) == before[0]);
+      VMMKIT_FUZZ_CHECK(Snap(*members_[1]) == before[1]);
     }
   }
 
@@ -294,9 +273,10 @@ class Harness {
     std::vector<uint8_t> res(in.U8() % 72);
     absl::StatusOr<AdminCompletion> c =
         driver_->Execute(opcode, group, member, data, absl::MakeSpan(res));
-    FUZZ_CHECK(c.ok());  // the owner completes every well-formed chain
-    FUZZ_CHECK(c->result_length <= res.size());
-    FUZZ_CHECK(c->status == kAdminStatusOk || c->status == kAdminStatusEinval);
+    VMMKIT_FUZZ_CHECK(c.ok());  // the owner completes every well-formed chain
+    VMMKIT_FUZZ_CHECK(c->result_length <= res.size());
+    VMMKIT_FUZZ_CHECK(c->status == kAdminStatusOk ||
+                      c->status == kAdminStatusEinval);
   }
 
   void LegacyRegister(Input& in) {
@@ -316,7 +296,7 @@ class Harness {
       auto c = driver_->Execute(kAdminCmdLegacyCommonCfgRead, kAdminGroupSriov,
                                 member, absl::MakeConstSpan(&off, 1),
                                 absl::MakeSpan(res));
-      FUZZ_CHECK(c.ok());
+      VMMKIT_FUZZ_CHECK(c.ok());
       return;
     }
     std::vector<uint8_t> data(8 + kWidth[r], 0);
@@ -324,7 +304,7 @@ class Harness {
     for (int i = 0; i < kWidth[r]; ++i) data[8 + i] = uint8_t(v >> (8 * i));
     auto c = driver_->Execute(kAdminCmdLegacyCommonCfgWrite, kAdminGroupSriov,
                               member, data, {});
-    FUZZ_CHECK(c.ok());
+    VMMKIT_FUZZ_CHECK(c.ok());
   }
 
   void RawChain(Input& in) {
@@ -370,12 +350,13 @@ class Harness {
 
   void CheckInvariants() {
     if (shim_ != nullptr) {
-      FUZZ_CHECK(shim_->config_space().Get16(kRegDeviceId) == 0x1005);
-      FUZZ_CHECK(shim_->config_space().Get8(kRegRevisionId) == 0);
-      FUZZ_CHECK(shim_->config_space().Get16(kRegSubsystemId) == 4);
+      VMMKIT_FUZZ_CHECK(shim_->config_space().Get16(kRegDeviceId) == 0x1005);
+      VMMKIT_FUZZ_CHECK(shim_->config_space().Get8(kRegRevisionId) == 0);
+      VMMKIT_FUZZ_CHECK(shim_->config_space().Get16(kRegSubsystemId) == 4);
     }
     if (driver_owns_queue_) {
-      FUZZ_CHECK(!(owner_fn_->state().status() & virtio::kStatusNeedsReset));
+      VMMKIT_FUZZ_CHECK(
+          !(owner_fn_->state().status() & virtio::kStatusNeedsReset));
     }
   }
 

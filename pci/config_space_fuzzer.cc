@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "base/fuzz_input.h"
 #include "pci/config_space.h"
 #include "pci/function.h"
 #include "pci/msix.h"
@@ -40,41 +41,21 @@
 namespace vmmkit::pci {
 namespace {
 
-#define FUZZ_CHECK(cond)                                              \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-                   __LINE__, #cond);                                  \
-      std::abort();                                                   \
-    }                                                                 \
-  } while (0)
-
 constexpr int kMaxSteps = 4096;
 
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t U8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t U16() { return U8() | (uint16_t{U8()} << 8); }
-  uint32_t U32() { return U16() | (uint32_t{U16()} << 16); }
-  uint64_t U64() { return U32() | (uint64_t{U32()} << 32); }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
+using Input = ::vmmkit::FuzzInput;
 
 class RamRegion : public RegionHandler {
  public:
   explicit RamRegion(size_t size) : bytes_(size) {}
   void Read(uint64_t offset, absl::Span<uint8_t> data) override {
-    FUZZ_CHECK(offset < bytes_.size() && data.size() <= bytes_.size() - offset);
+    VMMKIT_FUZZ_CHECK(offset < bytes_.size() &&
+                      data.size() <= bytes_.size() - offset);
     std::memcpy(data.data(), &bytes_[offset], data.size());
   }
   void Write(uint64_t offset, absl::Span<const uint8_t> data) override {
-    FUZZ_CHECK(offset < bytes_.size() && data.size() <= bytes_.size() - offset);
+    VMMKIT_FUZZ_CHECK(offset < bytes_.size() &&
+                      data.size() <= bytes_.size() - offset);
     std::memcpy(&bytes_[offset], data.data(), data.size());
   }
 
@@ -85,7 +66,8 @@ class RamRegion : public RegionHandler {
 class CheckingSink : public MsiSink {
  public:
   void SendMsi(uint64_t, uint32_t) override {
-    FUZZ_CHECK(msix != nullptr && msix->enabled() && !msix->function_masked());
+    VMMKIT_FUZZ_CHECK(msix != nullptr && msix->enabled() &&
+                      !msix->function_masked());
     ++sent;
   }
   const MsixController* msix = nullptr;
@@ -95,8 +77,8 @@ class CheckingSink : public MsiSink {
 class CheckingIntx : public IntxSink {
  public:
   void SetIntx(bool asserted) override {
-    FUZZ_CHECK(!asserted ||
-               (fn->intx_level() && !fn->config_space().intx_disabled()));
+    VMMKIT_FUZZ_CHECK(
+        !asserted || (fn->intx_level() && !fn->config_space().intx_disabled()));
   }
   const GenericPciFunction* fn = nullptr;
 };
@@ -119,7 +101,7 @@ struct Device {
   RamRegion big{0x1000};
 };
 
-void Ok(const absl::Status& s) { FUZZ_CHECK(s.ok()); }
+void Ok(const absl::Status& s) { VMMKIT_FUZZ_CHECK(s.ok()); }
 
 std::unique_ptr<Device> MakeDeviceA() {
   auto d = std::make_unique<Device>(0x0001, false);
@@ -149,11 +131,12 @@ std::unique_ptr<Device> MakeDeviceA() {
   cap.writable[13] = 0x0f;
   ConfigSpace* config = &d->fn.config_space();
   cap.on_read = [config](uint32_t offset, uint32_t length) {
-    FUZZ_CHECK(length >= 1 && length <= 4 && offset + length <= 16);
+    VMMKIT_FUZZ_CHECK(length >= 1 && length <= 4 && offset + length <= 16);
     config->Set8(0x80 + 15, config->Get8(0x80 + 15) + 1);
   };
   cap.on_write = [](uint32_t offset, absl::Span<const uint8_t> data) {
-    FUZZ_CHECK(!data.empty() && data.size() <= 4 && offset + data.size() <= 16);
+    VMMKIT_FUZZ_CHECK(!data.empty() && data.size() <= 4 &&
+                      offset + data.size() <= 16);
   };
   cap.offset = 0x80;
   Ok(d->fn.config_space().AddCapability(kCapIdVendor, body, cap).status());
@@ -206,9 +189,9 @@ void CheckRouting(const RootBus& bus, std::unique_ptr<Device> (&devs)[3],
                   bool io, uint64_t addr, size_t len) {
   const auto want = ExpectedBar(devs, io, addr, len);
   const auto got = bus.FindBar(io, addr, len);
-  FUZZ_CHECK(want.has_value() == got.has_value());
+  VMMKIT_FUZZ_CHECK(want.has_value() == got.has_value());
   if (got) {
-    FUZZ_CHECK(got->function == want->first && got->bar == want->second);
+    VMMKIT_FUZZ_CHECK(got->function == want->first && got->bar == want->second);
   }
 }
 
@@ -233,8 +216,8 @@ void Run(Input& in) {
   const PciAddress addrs[3] = {{0, 1, 0}, {0, 2, 0}, {0, 2, 1}};
   int changes = 0;
   bus.set_bar_changed([&changes](PciAddress a, int bar) {
-    FUZZ_CHECK(a.bus == 0 && a.device >= 1 && a.device <= 2 && bar >= 0 &&
-               bar < kNumBars);
+    VMMKIT_FUZZ_CHECK(a.bus == 0 && a.device >= 1 && a.device <= 2 &&
+                      bar >= 0 && bar < kNumBars);
     ++changes;
   });
   if (in.U8() & 1) Ok(bus.AssignBars());
@@ -260,7 +243,7 @@ void Run(Input& in) {
         uint8_t b[4];
         std::memcpy(b, &a, 4);
         bus.PioWrite(kConfigAddressPort, b);
-        FUZZ_CHECK(bus.config_address() == (a & kConfigAddressMask));
+        VMMKIT_FUZZ_CHECK(bus.config_address() == (a & kConfigAddressMask));
         break;
       }
       case 1: {  // 0xCF8..0xCFF
@@ -277,7 +260,7 @@ void Run(Input& in) {
         const uint64_t addr = options.ecam_base + off;
         const bool claimed =
             write ? bus.MmioWrite(addr, data) : bus.MmioRead(addr, data);
-        FUZZ_CHECK(claimed);
+        VMMKIT_FUZZ_CHECK(claimed);
         break;
       }
       case 3: {  // relative to a BAR's current address
@@ -308,7 +291,7 @@ void Run(Input& in) {
               write ? bus.MmioWrite(addr, data) : bus.MmioRead(addr, data);
         }
         if (!claimed && !write) {
-          for (uint8_t b : data) FUZZ_CHECK(b == 0xff);
+          for (uint8_t b : data) VMMKIT_FUZZ_CHECK(b == 0xff);
         }
         break;
       }
@@ -319,11 +302,11 @@ void Run(Input& in) {
         const bool was_enabled = m->enabled();
         const absl::Status s = m->Raise(v);
         if (v >= m->num_vectors()) {
-          FUZZ_CHECK(s.code() == absl::StatusCode::kOutOfRange);
+          VMMKIT_FUZZ_CHECK(s.code() == absl::StatusCode::kOutOfRange);
         } else if (!was_enabled) {
-          FUZZ_CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+          VMMKIT_FUZZ_CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
         } else {
-          FUZZ_CHECK(s.ok());
+          VMMKIT_FUZZ_CHECK(s.ok());
         }
         break;
       }
@@ -334,8 +317,8 @@ void Run(Input& in) {
           d.fn.msix()->Reset();
         } else {
           const absl::Status s = d.fn.msix()->ClearPending(v);
-          FUZZ_CHECK(s.ok() == (v < d.fn.msix()->num_vectors()));
-          if (s.ok()) FUZZ_CHECK(!d.fn.msix()->pending(v));
+          VMMKIT_FUZZ_CHECK(s.ok() == (v < d.fn.msix()->num_vectors()));
+          if (s.ok()) VMMKIT_FUZZ_CHECK(!d.fn.msix()->pending(v));
         }
         break;
       }
@@ -353,17 +336,17 @@ void Run(Input& in) {
     for (int i = 0; i < 3; ++i) {
       uint8_t id[4];
       bus.ConfigRead(addrs[i], kRegVendorId, absl::MakeSpan(id));
-      FUZZ_CHECK(id[0] == 0x34 && id[1] == 0x12 && id[2] == ids[i] &&
-                 id[3] == 0);
-      FUZZ_CHECK(devs[i]->fn.intx_asserted() ==
-                 (devs[i]->fn.intx_level() &&
-                  !devs[i]->fn.config_space().intx_disabled()));
+      VMMKIT_FUZZ_CHECK(id[0] == 0x34 && id[1] == 0x12 && id[2] == ids[i] &&
+                        id[3] == 0);
+      VMMKIT_FUZZ_CHECK(devs[i]->fn.intx_asserted() ==
+                        (devs[i]->fn.intx_level() &&
+                         !devs[i]->fn.config_space().intx_disabled()));
     }
     uint8_t absent[4];
     bus.ConfigRead({0, 7, 0}, 0, absl::MakeSpan(absent));
-    FUZZ_CHECK(absent[0] == 0xff && absent[3] == 0xff);
+    VMMKIT_FUZZ_CHECK(absent[0] == 0xff && absent[3] == 0xff);
     bus.ConfigRead({0, 0, 0}, kRegClassCode, absl::MakeSpan(absent, 1));
-    FUZZ_CHECK(absent[0] == 0x00);
+    VMMKIT_FUZZ_CHECK(absent[0] == 0x00);
   }
 }
 

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "base/fuzz_input.h"
 #include "pci/virtio_pci.h"
 #include "virtio-device/rng.h"
 #include "virtqueue/guest_memory.h"
@@ -35,37 +36,17 @@
 namespace vmmkit::pci {
 namespace {
 
-#define FUZZ_CHECK(cond)                                              \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-                   __LINE__, #cond);                                  \
-      std::abort();                                                   \
-    }                                                                 \
-  } while (0)
-
 constexpr int kMaxSteps = 2048;
 constexpr uint64_t kMemSize = 4 << 20;
 
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t U8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t U16() { return U8() | (uint16_t{U8()} << 8); }
-  uint32_t U32() { return U16() | (uint32_t{U16()} << 16); }
-  uint64_t U64() { return U32() | (uint64_t{U32()} << 32); }
-  size_t Width() {
-    static constexpr size_t kWidths[] = {1, 2, 4, 8, 0, 3, 1, 2,
-                                         4, 4, 2, 1, 5, 4, 2, 1};
-    return kWidths[U8() % 16];
-  }
+using Input = ::vmmkit::FuzzInput;
 
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
+// An access width, mostly valid ones.
+size_t Width(Input& in) {
+  static constexpr size_t kWidths[] = {1, 2, 4, 8, 0, 3, 1, 2,
+                                       4, 4, 2, 1, 5, 4, 2, 1};
+  return kWidths[in.U8() % 16];
+}
 
 struct Sinks : MsiSink, IntxSink {
   void SendMsi(uint64_t, uint32_t) override { ++msis; }
@@ -84,12 +65,12 @@ class Harness {
     auto fn = VirtioPciFunction::Create(
         rng_, memory_,
         {.mode = VirtioPciMode::kTransitional, .notification_data = true});
-    FUZZ_CHECK(fn.ok());
+    VMMKIT_FUZZ_CHECK(fn.ok());
     fn_ = *std::move(fn);
     fn_->set_msi_sink(&sinks_);
     fn_->set_intx_sink(&sinks_);
     pci_cfg_ = FindCap(kVirtioPciCapPciCfg);
-    FUZZ_CHECK(pci_cfg_ != 0);
+    VMMKIT_FUZZ_CHECK(pci_cfg_ != 0);
   }
 
   // For checking that seeds get where they should (VMMKIT_FUZZ_VERBOSE=1).
@@ -106,12 +87,12 @@ class Harness {
       case 0: {  // raw config read
         const uint32_t off = in.U16() % 0x110;
         uint8_t b[8];
-        fn_->ConfigRead(off, absl::MakeSpan(b, in.Width()));
+        fn_->ConfigRead(off, absl::MakeSpan(b, Width(in)));
         break;
       }
       case 1: {  // raw config write
         const uint32_t off = in.U16() % 0x110;
-        const size_t w = in.Width();
+        const size_t w = Width(in);
         uint8_t b[8];
         Store(b, in.U64(), 8);
         fn_->ConfigWrite(off, absl::MakeConstSpan(b, w));
@@ -124,7 +105,7 @@ class Harness {
         const int bar = in.U8() % 7;
         uint64_t off = kBases[in.U8() % 8] + in.U8();
         if (in.U8() == 0xff) off = in.U64();
-        const size_t w = in.Width();
+        const size_t w = Width(in);
         uint8_t b[8];
         if (op % 14 == 2) {
           fn_->BarRead(bar, off, absl::MakeSpan(b, w));
@@ -210,7 +191,7 @@ class Harness {
         fn_->ConfigWrite(pci_cfg_ + 8, absl::MakeConstSpan(b, 4));
         Store(b, in.U8() % 9, 4);
         fn_->ConfigWrite(pci_cfg_ + 12, absl::MakeConstSpan(b, 4));
-        const size_t w = in.Width();
+        const size_t w = Width(in);
         if (in.U8() & 1) {
           uint8_t d[8];
           fn_->ConfigRead(pci_cfg_ + 16, absl::MakeSpan(d, w > 4 ? 4 : w));
@@ -310,17 +291,18 @@ class Harness {
 
   void CheckInvariants() {
     const ConfigSpace& cs = fn_->config_space();
-    FUZZ_CHECK(cs.Get16(0x00) == 0x1af4);
-    FUZZ_CHECK(cs.Get16(0x02) == 0x1005);
-    FUZZ_CHECK(cs.Get16(0x2e) == 4);
-    FUZZ_CHECK((fn_->isr() & ~3) == 0);
-    FUZZ_CHECK(!sinks_.intx || fn_->intx_level());
-    FUZZ_CHECK(sinks_.intx == fn_->intx_asserted());
-    if (!fn_->msix()->enabled()) FUZZ_CHECK(sinks_.msis == last_msis_);
+    VMMKIT_FUZZ_CHECK(cs.Get16(0x00) == 0x1af4);
+    VMMKIT_FUZZ_CHECK(cs.Get16(0x02) == 0x1005);
+    VMMKIT_FUZZ_CHECK(cs.Get16(0x2e) == 4);
+    VMMKIT_FUZZ_CHECK((fn_->isr() & ~3) == 0);
+    VMMKIT_FUZZ_CHECK(!sinks_.intx || fn_->intx_level());
+    VMMKIT_FUZZ_CHECK(sinks_.intx == fn_->intx_asserted());
+    if (!fn_->msix()->enabled()) VMMKIT_FUZZ_CHECK(sinks_.msis == last_msis_);
     last_msis_ = sinks_.msis;
     const uint8_t st = fn_->state().status();
     if ((st & virtio::kStatusDriverOk) && !fn_->state().active()) {
-      FUZZ_CHECK(st & (virtio::kStatusNeedsReset | virtio::kStatusFailed));
+      VMMKIT_FUZZ_CHECK(st &
+                        (virtio::kStatusNeedsReset | virtio::kStatusFailed));
     }
   }
 

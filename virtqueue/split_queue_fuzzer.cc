@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/fuzz_input.h"
 #include "virtqueue/guest_memory.h"
 #include "virtqueue/split_queue.h"
 #include "virtqueue/testing/driver_queue.h"
@@ -38,15 +39,6 @@ namespace vmmkit::virtqueue {
 namespace {
 
 using ::vmmkit::virtqueue::testing::DriverQueue;
-
-#define FUZZ_CHECK(cond)                                              \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-                   __LINE__, #cond);                                  \
-      std::abort();                                                   \
-    }                                                                 \
-  } while (0)
 
 constexpr uint64_t kBase = 0x100000;
 constexpr uint64_t kMemSize = 0x100000;
@@ -59,20 +51,7 @@ constexpr uint8_t kCanary = 0x5a;
 constexpr int kMaxSteps = 4096;
 
 // The input as a stream of little-endian integers, zeros past its end.
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool empty() const { return pos_ >= size_; }
-  uint8_t U8() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint16_t U16() { return static_cast<uint16_t>(U8() | (U8() << 8)); }
-  uint32_t U32() { return U16() | (static_cast<uint32_t>(U16()) << 16); }
-  uint64_t U64() { return U32() | (static_cast<uint64_t>(U32()) << 32); }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
+using Input = ::vmmkit::FuzzInput;
 
 std::unique_ptr<GuestMemoryMmap> MustCreate(
     const std::vector<GuestMemoryMmap::RegionSpec>& regions) {
@@ -172,19 +151,20 @@ void Configure(SplitQueue& q, const Config& c) {
     const bool pow2 =
         c.legacy_align != 0 && (c.legacy_align & (c.legacy_align - 1)) == 0;
     const absl::Status s = q.SetLegacyLayout(c.desc, c.legacy_align);
-    FUZZ_CHECK(s.ok() == pow2);
+    VMMKIT_FUZZ_CHECK(s.ok() == pow2);
     if (s.ok()) {
       // The used ring is the first multiple of the alignment after the
       // available ring (all modulo 2^64; Activate() rejects a wrap).
-      FUZZ_CHECK(q.desc_table() == c.desc);
-      FUZZ_CHECK(q.avail_ring() == c.desc + DescTableBytes(c.size));
-      FUZZ_CHECK(q.used_ring() % c.legacy_align == 0);
+      VMMKIT_FUZZ_CHECK(q.desc_table() == c.desc);
+      VMMKIT_FUZZ_CHECK(q.avail_ring() == c.desc + DescTableBytes(c.size));
+      VMMKIT_FUZZ_CHECK(q.used_ring() % c.legacy_align == 0);
       const uint64_t gap =
           q.used_ring() - (q.avail_ring() + AvailRingBytes(c.size));
-      FUZZ_CHECK(gap < c.legacy_align);
+      VMMKIT_FUZZ_CHECK(gap < c.legacy_align);
       if (c.desc % c.legacy_align == 0) {
-        FUZZ_CHECK(q.used_ring() - q.desc_table() + UsedRingBytes(c.size) ==
-                   SplitQueue::LegacyRingBytes(c.size, c.legacy_align));
+        VMMKIT_FUZZ_CHECK(q.used_ring() - q.desc_table() +
+                              UsedRingBytes(c.size) ==
+                          SplitQueue::LegacyRingBytes(c.size, c.legacy_align));
       }
       return;
     }
@@ -208,28 +188,31 @@ class Run {
     if (q_.ready()) {
       // Re-binding the same configuration is allowed and keeps the indices.
       const uint16_t avail = q_.next_avail(), used = q_.next_used();
-      FUZZ_CHECK(q_.Activate(mem_).ok());
-      FUZZ_CHECK(q_.next_avail() == avail && q_.next_used() == used);
-      FUZZ_CHECK(!q_.broken());
+      VMMKIT_FUZZ_CHECK(q_.Activate(mem_).ok());
+      VMMKIT_FUZZ_CHECK(q_.next_avail() == avail && q_.next_used() == used);
+      VMMKIT_FUZZ_CHECK(!q_.broken());
       undoable_ = 0;
       return;
     }
     Configure(q_, cfg_);
     const bool valid = q_.Validate(mem_).ok();
     const absl::Status s = q_.Activate(mem_);
-    FUZZ_CHECK(s.ok() == valid);
-    FUZZ_CHECK(q_.ready() == s.ok());
+    VMMKIT_FUZZ_CHECK(s.ok() == valid);
+    VMMKIT_FUZZ_CHECK(q_.ready() == s.ok());
     undoable_ = 0;
     popped_.clear();
     drv_.reset();
     if (!s.ok()) return;
     // Every area of an active queue is inside one region.
-    FUZZ_CHECK(mem_.HostPointer(q_.desc_table(), DescTableBytes(q_.size())));
-    FUZZ_CHECK(mem_.HostPointer(q_.avail_ring(), AvailRingBytes(q_.size())));
-    FUZZ_CHECK(mem_.HostPointer(q_.used_ring(), UsedRingBytes(q_.size())));
-    FUZZ_CHECK(q_.size() >= 1 && q_.size() <= 32768 &&
-               (q_.size() & (q_.size() - 1)) == 0 &&
-               q_.size() <= q_.max_size());
+    VMMKIT_FUZZ_CHECK(
+        mem_.HostPointer(q_.desc_table(), DescTableBytes(q_.size())));
+    VMMKIT_FUZZ_CHECK(
+        mem_.HostPointer(q_.avail_ring(), AvailRingBytes(q_.size())));
+    VMMKIT_FUZZ_CHECK(
+        mem_.HostPointer(q_.used_ring(), UsedRingBytes(q_.size())));
+    VMMKIT_FUZZ_CHECK(q_.size() >= 1 && q_.size() <= 32768 &&
+                      (q_.size() & (q_.size() - 1)) == 0 &&
+                      q_.size() <= q_.max_size());
     AddArea(q_.desc_table(), DescTableBytes(q_.size()));
     AddArea(q_.avail_ring(), AvailRingBytes(q_.size()));
     AddArea(q_.used_ring(), UsedRingBytes(q_.size()));
@@ -372,25 +355,25 @@ class Run {
         break;
       case 17: {
         const bool more = q_.EnableNotification();
-        if (!q_.ready() || q_.broken()) FUZZ_CHECK(!more);
+        if (!q_.ready() || q_.broken()) VMMKIT_FUZZ_CHECK(!more);
         break;
       }
       case 18: {
         const bool notify = q_.NeedsNotification();
-        if (!q_.ready()) FUZZ_CHECK(!notify);
+        if (!q_.ready()) VMMKIT_FUZZ_CHECK(!notify);
         break;
       }
       case 19: {
         const bool has = q_.HasAvailable();
-        if (!q_.ready() || q_.broken()) FUZZ_CHECK(!has);
+        if (!q_.ready() || q_.broken()) VMMKIT_FUZZ_CHECK(!has);
         break;
       }
       case 20:
         q_.Reset();
-        FUZZ_CHECK(!q_.ready() && !q_.broken());
-        FUZZ_CHECK(q_.size() == q_.max_size());
-        FUZZ_CHECK(q_.next_avail() == 0 && q_.next_used() == 0);
-        FUZZ_CHECK(!q_.Pop().has_value());
+        VMMKIT_FUZZ_CHECK(!q_.ready() && !q_.broken());
+        VMMKIT_FUZZ_CHECK(q_.size() == q_.max_size());
+        VMMKIT_FUZZ_CHECK(q_.next_avail() == 0 && q_.next_used() == 0);
+        VMMKIT_FUZZ_CHECK(!q_.Pop().has_value());
         drv_.reset();
         popped_.clear();
         undoable_ = 0;
@@ -402,7 +385,7 @@ class Run {
         if (drv_) {
           const uint16_t pending = drv_->PendingUsed();
           const std::optional<VirtqUsedElem> e = drv_->PopUsed();
-          FUZZ_CHECK(e.has_value() == (pending != 0));
+          VMMKIT_FUZZ_CHECK(e.has_value() == (pending != 0));
         }
         break;
       case 23:
@@ -430,7 +413,7 @@ class Run {
       auto check = [&](uint64_t lo, uint64_t hi) {
         for (uint64_t a = lo; a < hi; a += sizeof(canary)) {
           const uint64_t n = std::min<uint64_t>(sizeof(canary), hi - a);
-          FUZZ_CHECK(std::memcmp(r.host + (a - rb), canary, n) == 0);
+          VMMKIT_FUZZ_CHECK(std::memcmp(r.host + (a - rb), canary, n) == 0);
         }
       };
       for (const auto& [lo, hi] : areas) {
@@ -449,64 +432,64 @@ class Run {
   void CheckUsedIdx() {
     if (!q_.ready()) return;
     absl::StatusOr<uint16_t> raw = mem_.LoadAcquire16(q_.used_ring() + 2);
-    FUZZ_CHECK(raw.ok());
-    FUZZ_CHECK(FromQueue16(*raw, q_.endian()) == q_.next_used());
+    VMMKIT_FUZZ_CHECK(raw.ok());
+    VMMKIT_FUZZ_CHECK(FromQueue16(*raw, q_.endian()) == q_.next_used());
   }
 
   void PopAndWalk() {
     const bool was_broken = q_.broken();
     std::optional<DescriptorChain> chain = q_.Pop();
     if (!chain.has_value()) {
-      if (was_broken) FUZZ_CHECK(q_.broken());  // broken until Reset
-      if (q_.broken()) FUZZ_CHECK(!q_.HasAvailable());
+      if (was_broken) VMMKIT_FUZZ_CHECK(q_.broken());  // broken until Reset
+      if (q_.broken()) VMMKIT_FUZZ_CHECK(!q_.HasAvailable());
       return;
     }
-    FUZZ_CHECK(q_.ready());
-    FUZZ_CHECK(!was_broken && !q_.broken());
-    FUZZ_CHECK(chain->head() < q_.size());
+    VMMKIT_FUZZ_CHECK(q_.ready());
+    VMMKIT_FUZZ_CHECK(!was_broken && !q_.broken());
+    VMMKIT_FUZZ_CHECK(chain->head() < q_.size());
     uint64_t total = 0;
     uint32_t n = 0;
     bool seen_writable = false;
     Descriptor d;
     while (chain->Next(d)) {
-      FUZZ_CHECK(mem_.Contains(d.addr, d.len));
+      VMMKIT_FUZZ_CHECK(mem_.Contains(d.addr, d.len));
       if (d.writable()) {
         seen_writable = true;
       } else {
-        FUZZ_CHECK(!seen_writable);
+        VMMKIT_FUZZ_CHECK(!seen_writable);
       }
       total += d.len;
       ++n;
       // The main chain (at most size) plus one indirect table (at most 65536).
-      FUZZ_CHECK(n <= q_.size() + 65536u);
+      VMMKIT_FUZZ_CHECK(n <= q_.size() + 65536u);
       // The buffer is readable through GuestMemory at both ends, and a
       // writable one is writable (with the canary, so that the final check
       // still holds; the buffer may overlap the rings, as a guest may make
       // it).
       uint8_t bytes[2];
       if (d.len > 0) {
-        FUZZ_CHECK(mem_.Read(d.addr, absl::MakeSpan(bytes, 1)).ok());
-        FUZZ_CHECK(
+        VMMKIT_FUZZ_CHECK(mem_.Read(d.addr, absl::MakeSpan(bytes, 1)).ok());
+        VMMKIT_FUZZ_CHECK(
             mem_.Read(d.addr + d.len - 1, absl::MakeSpan(bytes, 1)).ok());
         if (d.writable()) {
-          FUZZ_CHECK(
+          VMMKIT_FUZZ_CHECK(
               mem_.Fill(d.addr, std::min<uint64_t>(d.len, 16), kCanary).ok());
-          FUZZ_CHECK(mem_.Fill(d.addr + d.len - 1, 1, kCanary).ok());
+          VMMKIT_FUZZ_CHECK(mem_.Fill(d.addr + d.len - 1, 1, kCanary).ok());
         }
       }
     }
-    FUZZ_CHECK(total <= UINT32_MAX);
-    FUZZ_CHECK(n == chain->count());
-    FUZZ_CHECK(chain->ok() == (chain->error() == QueueError::kNone));
-    FUZZ_CHECK(chain->status().ok() == chain->ok());
-    FUZZ_CHECK(!chain->Next(d));  // stays finished
+    VMMKIT_FUZZ_CHECK(total <= UINT32_MAX);
+    VMMKIT_FUZZ_CHECK(n == chain->count());
+    VMMKIT_FUZZ_CHECK(chain->ok() == (chain->error() == QueueError::kNone));
+    VMMKIT_FUZZ_CHECK(chain->status().ok() == chain->ok());
+    VMMKIT_FUZZ_CHECK(!chain->Next(d));  // stays finished
     if (!chain->ok()) {
-      FUZZ_CHECK(chain->error() != QueueError::kAvailIndexJump &&
-                 chain->error() != QueueError::kHeadOutOfRange);
-      FUZZ_CHECK(QueueErrorName(chain->error()) != nullptr);
+      VMMKIT_FUZZ_CHECK(chain->error() != QueueError::kAvailIndexJump &&
+                        chain->error() != QueueError::kHeadOutOfRange);
+      VMMKIT_FUZZ_CHECK(QueueErrorName(chain->error()) != nullptr);
     }
     // A chain error never breaks the queue.
-    FUZZ_CHECK(!q_.broken());
+    VMMKIT_FUZZ_CHECK(!q_.broken());
     popped_.push_back(chain->head());
     ++undoable_;
   }
@@ -534,7 +517,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Config cfg = ReadConfig(in, flags);
   Run run(mem, cfg);
   run.ActivateFromConfig();
-  for (int steps = 0; steps < kMaxSteps && !in.empty(); ++steps) run.Step(in);
+  for (int steps = 0; steps < kMaxSteps && !in.done(); ++steps) run.Step(in);
   run.CheckCanary();
   return 0;
 }
