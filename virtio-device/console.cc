@@ -256,6 +256,7 @@ bool ConsoleDevice::TakeTxChains(SplitQueue& q, bool& added) {
     }
     // §5.3.6: the device writes nothing into a transmit buffer.
     q.PushUsed(tx_current_->head(), 0);
+    ++stats_.tx_chains;
     added = true;
     tx_current_.reset();
   }
@@ -343,6 +344,7 @@ void ConsoleDevice::ProcessRx() {
     }
     q->PushUsed(req->head(), static_cast<uint32_t>(*filled));
     stats_.rx_bytes += *filled;
+    ++stats_.rx_chains;
     added = true;
     // A short read means the fd is drained for now.
     if (*filled < req->writable_bytes()) break;

@@ -76,6 +76,8 @@ static_assert(offsetof(VirtioConsoleConfig, emerg_wr) == 8);
 struct ConsoleStats {
   uint64_t rx_bytes = 0;         // input delivered to the driver
   uint64_t tx_bytes = 0;         // guest output written to the output fd
+  uint64_t rx_chains = 0;        // receive buffers filled and returned
+  uint64_t tx_chains = 0;        // transmit buffers consumed and returned
   uint64_t tx_dropped = 0;       // output bytes lost to a failed or absent fd
   uint64_t emergency_bytes = 0;  // characters written through emerg_wr
   uint64_t partial_writes = 0;   // writes the fd took only part of

@@ -130,6 +130,7 @@ TEST_P(ConsoleTest, GuestOutputReachesHost) {
   EXPECT_EQ(drv().queue_interrupts(1), 1);
   EXPECT_EQ(HostRead(), "hello, world\n");
   EXPECT_EQ(console_->stats().tx_bytes, 13u);
+  EXPECT_EQ(console_->stats().tx_chains, 1u);
 }
 
 TEST_P(ConsoleTest, HostInputReachesGuest) {
@@ -186,6 +187,7 @@ TEST_P(ConsoleTest, InputWaitsForBuffers) {
   console_->ProcessBackend();
   console_->ProcessBackend();  // no buffers: nothing read, nothing lost
   EXPECT_EQ(console_->stats().rx_bytes, 1u);
+  EXPECT_EQ(console_->stats().rx_chains, 1u);
   const uint64_t a = PostInputBuffer(64);
   // The device asked to be told about new buffers.
   EXPECT_TRUE(drv().queue(0).ShouldNotify());

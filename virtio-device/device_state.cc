@@ -125,7 +125,12 @@ void DeviceState::SetStatus(uint8_t status) {
   status_ = next;
   if ((next & kStatusDriverOk) && !(old & kStatusDriverOk) &&
       !(next & (kStatusFailed | kStatusNeedsReset))) {
-    if (absl::Status s = Start(); !s.ok()) MarkNeedsReset(s);
+    if (absl::Status s = Start(); !s.ok()) {
+      MarkNeedsReset(s);
+    } else {
+      ++starts_;
+      last_started_features_ = driver_features_;
+    }
   }
 }
 

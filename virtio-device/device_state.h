@@ -104,6 +104,13 @@ class DeviceState final : public DeviceContext {
   void SetStatus(uint8_t status);
   // DRIVER_OK accepted and the device started.
   bool active() const { return active_; }
+  // How many times the device started, and the features in force the last
+  // time; both survive resets, so that a report taken after the driver let go
+  // (Linux resets its virtio devices at shutdown) still says what was used.
+  uint64_t starts() const { return starts_; }
+  const Features& last_started_features() const {
+    return last_started_features_;
+  }
   // Back to the state after construction (also what writing 0 does).
   void Reset();
 
@@ -202,6 +209,8 @@ class DeviceState final : public DeviceContext {
 
   uint8_t status_ = 0;
   bool active_ = false;
+  uint64_t starts_ = 0;
+  Features last_started_features_;
   Features driver_features_;
   std::vector<QueueState> queues_;
   uint16_t config_vector_ = kNoVector;

@@ -256,6 +256,9 @@ TEST_F(DeviceStateTest, WritingZeroResetsEverything) {
     EXPECT_EQ(state_->DriverFeatures(w), 0u) << w;
   }
   EXPECT_TRUE(state_->legacy());  // until features are written again
+  // What the last driver used survives the reset.
+  EXPECT_EQ(state_->starts(), 1u);
+  EXPECT_TRUE(state_->last_started_features().Has(kFEventIdx));
   for (uint16_t i = 0; i < 2; ++i) {
     EXPECT_FALSE(state_->queue_enabled(i));
     EXPECT_EQ(state_->queue(i), nullptr);
@@ -278,6 +281,8 @@ TEST_F(DeviceStateTest, WritingZeroResetsEverything) {
   // And a new probe works from scratch.
   ASSERT_OK(driver_->Start(Features()));
   EXPECT_EQ(device_.activations, 2);
+  EXPECT_EQ(state_->starts(), 2u);
+  EXPECT_FALSE(state_->last_started_features().Has(kFEventIdx));
   PostAndKick(0);
   EXPECT_TRUE(driver_->queue(0).PopUsed().has_value());
 }

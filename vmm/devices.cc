@@ -441,8 +441,15 @@ DeviceReport DeviceSlot::ReportLocked() const {
   r.pci_slot = address_.has_value() ? address_->device : 0;
   const virtio::DeviceState& st = function_->state();
   r.status = st.status();
-  r.driver_legacy = st.status() != 0 && st.legacy();
-  r.negotiated_features = st.driver_features().Low64();
+  // While no driver holds the device (before the first start, or after the
+  // guest reset it, as Linux does at shutdown), the last start's features.
+  if (st.active() || st.starts() == 0) {
+    r.driver_legacy = st.status() != 0 && st.legacy();
+    r.negotiated_features = st.driver_features().Low64();
+  } else {
+    r.driver_legacy = !st.last_started_features().Has(virtio::kFVersion1);
+    r.negotiated_features = st.last_started_features().Low64();
+  }
   for (uint16_t q = 0; q < st.num_queues(); ++q) {
     r.queue_sizes.push_back(st.queue_config(q).size());
   }
@@ -465,6 +472,7 @@ DeviceReport DeviceSlot::ReportLocked() const {
     case virtio::DeviceType::kConsole: {
       const auto& s =
           static_cast<const virtio::ConsoleDevice&>(*device_).stats();
+      r.requests = s.rx_chains + s.tx_chains;
       r.bytes = s.rx_bytes + s.tx_bytes;
       break;
     }
