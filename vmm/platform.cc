@@ -1,6 +1,8 @@
 // vmm/platform.cc: see platform.h.
 #include "vmm/platform.h"
 
+#include <time.h>
+
 #include <cstring>
 
 namespace vmmkit::vmm {
@@ -143,7 +145,61 @@ bool IsAbsentDevicePort(uint16_t port) {
          port == 0x279 || port == 0xa79 || port == 0x201;
 }
 
+namespace {
+constexpr uint16_t kPmEnd = kAcpiPmTimer + kAcpiPmTimerLen;
+bool IsPmPort(uint16_t port) { return port >= kAcpiPmBase && port < kPmEnd; }
+}  // namespace
+
+bool PlatformPorts::PmRead(uint16_t port, absl::Span<uint8_t> data) {
+  uint64_t ns;
+  if (callbacks_.now_ns) {
+    ns = callbacks_.now_ns();
+  } else {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000u +
+         static_cast<uint64_t>(ts.tv_nsec);
+  }
+  const uint32_t ticks =
+      static_cast<uint32_t>((ns / 1000000000u) * kPmTimerHz +
+                            (ns % 1000000000u) * kPmTimerHz / 1000000000u);
+  const uint16_t control =
+      static_cast<uint16_t>((pm1_control_ | kPm1SciEn) & ~kPm1SlpEn);
+  uint8_t regs[kPmEnd - kAcpiPmBase] = {};
+  std::memcpy(&regs[2], &pm1_enable_, 2);
+  std::memcpy(&regs[4], &control, 2);
+  std::memcpy(&regs[8], &ticks, 4);
+  for (size_t i = 0; i < data.size(); ++i) {
+    const size_t at = port - kAcpiPmBase + i;
+    data[i] = at < sizeof(regs) ? regs[at] : 0xff;
+  }
+  return true;
+}
+
+bool PlatformPorts::PmWrite(uint16_t port, absl::Span<const uint8_t> data) {
+  bool control_written = false;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const size_t at = port - kAcpiPmBase + i;
+    const int shift = 8 * static_cast<int>(at & 1);
+    const uint16_t keep = static_cast<uint16_t>(~(0xff << shift));
+    const uint16_t byte = static_cast<uint16_t>(data[i] << shift);
+    if (at == 2 || at == 3) {
+      pm1_enable_ = static_cast<uint16_t>((pm1_enable_ & keep) | byte);
+    } else if (at == 4 || at == 5) {
+      pm1_control_ = static_cast<uint16_t>((pm1_control_ & keep) | byte);
+      control_written = true;
+    }
+  }
+  if (control_written && (pm1_control_ & kPm1SlpEn)) {
+    pm1_control_ = static_cast<uint16_t>(pm1_control_ & ~kPm1SlpEn);
+    const int type = (pm1_control_ & kPm1SlpTypMask) >> kPm1SlpTypShift;
+    if (type == kAcpiS5Type && callbacks_.on_poweroff) callbacks_.on_poweroff();
+  }
+  return true;
+}
+
 bool PlatformPorts::Read(uint16_t port, absl::Span<uint8_t> data) {
+  if (IsPmPort(port)) return PmRead(port, data);
   std::memset(data.data(), 0xff, data.size());
   switch (port) {
     case kStopPort:
@@ -165,6 +221,7 @@ bool PlatformPorts::Read(uint16_t port, absl::Span<uint8_t> data) {
 }
 
 bool PlatformPorts::Write(uint16_t port, absl::Span<const uint8_t> data) {
+  if (IsPmPort(port)) return PmWrite(port, data);
   switch (port) {
     case kExitPort: {
       uint32_t code = 0;

@@ -41,6 +41,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "vmm/acpi.h"
 
 namespace vmmkit::vmm {
 
@@ -123,6 +124,16 @@ class Serial8250 {
 //   0x80  POST code: ignored
 //   0x70/0x71 CMOS/RTC: index write ignored, data reads 0 (a clock at 0 with
 //         no update in progress, so time reads do not spin)
+//   0x600..0x60b the ACPI PM registers of vmm/acpi.h (fixed-hardware model),
+//         any access size, byte-merged:
+//         0x600 PM1a_STS (16 bits): no event is ever raised: reads 0, writes
+//               (1 to clear) change nothing
+//         0x602 PM1a_EN (16 bits): kept and read back
+//         0x604 PM1a_CNT (16 bits): SCI_EN always reads 1 (the machine is in
+//               ACPI mode, there is no SMI_CMD); a write with SLP_EN and
+//               SLP_TYP = kAcpiS5Type is the guest's power-off ->
+//               on_poweroff(); SLP_EN reads 0; other bits are kept
+//         0x608 PM_TMR (32 bits): 3.579545 MHz from now_ns(); writes ignored
 // Absent hardware that Linux and firmware-style probes touch reads 0xff and
 // ignores writes: the other COM ports (0x2f8, 0x3e8, 0x2e8), LPT (0x278,
 // 0x378, 0x3bc), VGA (0x3b0-0x3df), the floppy and IDE controllers
@@ -134,6 +145,9 @@ class PlatformPorts {
   struct Callbacks {
     std::function<void(uint32_t code)> on_exit;
     std::function<void()> on_reset;
+    std::function<void()> on_poweroff;
+    // Monotonic nanoseconds for the PM timer; null: CLOCK_MONOTONIC.
+    std::function<uint64_t()> now_ns;
   };
   static constexpr uint16_t kExitPort = 0x501;
   static constexpr uint16_t kStopPort = 0x502;
@@ -152,8 +166,13 @@ class PlatformPorts {
   bool stop_requested() const { return stop_requested_; }
 
  private:
+  bool PmRead(uint16_t port, absl::Span<uint8_t> data);
+  bool PmWrite(uint16_t port, absl::Span<const uint8_t> data);
+
   Callbacks callbacks_;
   bool stop_requested_ = false;
+  uint16_t pm1_enable_ = 0;
+  uint16_t pm1_control_ = 0;
 };
 
 // Whether `port` is one of the absent devices PlatformPorts answers for.

@@ -1,6 +1,7 @@
 // Register-level tests of the 8250 UART and the fixed ports.
 #include "vmm/platform.h"
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,68 @@ TEST(PlatformPortsTest, ExitStopResetAndAbsentDevices) {
   EXPECT_TRUE(p.Write(0x80, one));
   EXPECT_FALSE(p.Read(0x1234, r));
   EXPECT_FALSE(p.Write(0x1234, one));
+}
+
+// The ACPI PM registers as Linux's ACPICA uses them: SCI_EN set (ACPI mode
+// without SMI_CMD), PM1 enable kept, the timer at 3.579545 MHz, and S5 only on
+// SLP_EN with SLP_TYP = kAcpiS5Type (ACPICA writes SLP_TYP first, then
+// SLP_TYP | SLP_EN).
+TEST(PlatformPortsTest, AcpiPmRegisters) {
+  int poweroffs = 0, resets = 0;
+  uint64_t now = 0;
+  PlatformPorts p({.on_reset = [&] { ++resets; },
+                   .on_poweroff = [&] { ++poweroffs; },
+                   .now_ns = [&] { return now; }});
+  uint8_t w[2];
+  ASSERT_TRUE(p.Read(kAcpiPm1aControl, w));
+  EXPECT_EQ(w[0] & kPm1SciEn, kPm1SciEn);
+  ASSERT_TRUE(p.Read(kAcpiPmBase, w));  // PM1_STS: nothing pending
+  EXPECT_EQ(w[0] | w[1], 0);
+  const uint8_t en[2] = {0x21, 0x01};  // PWRBTN_EN, GBL_EN, RTC_EN
+  ASSERT_TRUE(p.Write(kAcpiPmBase + 2, en));
+  uint8_t four[4];
+  ASSERT_TRUE(p.Read(kAcpiPmBase, four));  // STS and EN in one dword
+  EXPECT_EQ(four[2], 0x21);
+  EXPECT_EQ(four[3], 0x01);
+
+  // The PM timer: 1 s is 3579545 ticks; 32 bits wrap.
+  uint8_t t[4];
+  now = 1000000000;
+  ASSERT_TRUE(p.Read(kAcpiPmTimer, t));
+  uint32_t ticks;
+  std::memcpy(&ticks, t, 4);
+  EXPECT_EQ(ticks, kPmTimerHz);
+  now = 1200 * uint64_t{1000000000};  // 20 minutes: past 2^32 ticks
+  ASSERT_TRUE(p.Read(kAcpiPmTimer, t));
+  std::memcpy(&ticks, t, 4);
+  EXPECT_EQ(ticks, static_cast<uint32_t>(1200 * uint64_t{kPmTimerHz}));
+
+  // S5: SLP_TYP alone does nothing; another sleep type with SLP_EN does
+  // nothing; SLP_TYP 5 with SLP_EN powers off, and SLP_EN reads back 0.
+  auto control = [&](uint16_t v) {
+    uint8_t b[2] = {static_cast<uint8_t>(v), static_cast<uint8_t>(v >> 8)};
+    return p.Write(kAcpiPm1aControl, b);
+  };
+  const uint16_t s5 = kAcpiS5Type << kPm1SlpTypShift;
+  ASSERT_TRUE(control(s5 | kPm1SciEn));
+  EXPECT_EQ(poweroffs, 0);
+  ASSERT_TRUE(control((3 << kPm1SlpTypShift) | kPm1SlpEn));
+  EXPECT_EQ(poweroffs, 0);
+  ASSERT_TRUE(control(s5 | kPm1SlpEn));
+  EXPECT_EQ(poweroffs, 1);
+  ASSERT_TRUE(p.Read(kAcpiPm1aControl, w));
+  EXPECT_EQ(w[1] & (kPm1SlpEn >> 8), 0);
+  // Byte writes merge: the high byte alone with SLP_EN (type 5 kept).
+  const uint8_t hi[1] = {static_cast<uint8_t>((s5 | kPm1SlpEn) >> 8)};
+  ASSERT_TRUE(p.Write(kAcpiPm1aControl + 1, hi));
+  EXPECT_EQ(poweroffs, 2);
+  EXPECT_EQ(resets, 0);
+  // Writes to the status and timer registers change nothing.
+  const uint8_t ones[4] = {0xff, 0xff, 0xff, 0xff};
+  EXPECT_TRUE(p.Write(kAcpiPmBase, ones));
+  EXPECT_TRUE(p.Write(kAcpiPmTimer, ones));
+  ASSERT_TRUE(p.Read(kAcpiPmBase, w));
+  EXPECT_EQ(w[0] | w[1], 0);
 }
 
 }  // namespace

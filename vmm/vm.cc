@@ -30,6 +30,7 @@
 #include "base/status.h"
 #include "pci/root_bus.h"
 #include "virtqueue/guest_memory.h"
+#include "vmm/acpi.h"
 #include "vmm/boot.h"
 #include "vmm/devices.h"
 #include "vmm/kvm.h"
@@ -129,6 +130,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadFile(const std::string& path,
 }
 
 constexpr uint64_t kTssAddr = 0xfffbd000;
+constexpr uint64_t kPciMmio32Size = 0x20000000;  // [3 GiB, 3.5 GiB)
 constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
 
 }  // namespace
@@ -304,7 +306,7 @@ absl::Status VmImpl::Init() {
   // sit inside RAM above 2.75 GiB.
   pci::RootBus::Options bus_options;
   bus_options.io = {0xc000, 0x4000};
-  bus_options.mmio32 = {kMaxRamSize, 0x20000000};
+  bus_options.mmio32 = {kMaxRamSize, kPciMmio32Size};
   bus_options.mmio64 = {0, 0};
   bus_options.ecam_base = 0;
   bus_ = std::make_unique<pci::RootBus>(bus_options);
@@ -316,6 +318,7 @@ absl::Status VmImpl::Init() {
     RequestStop(static_cast<int>(code), absl::OkStatus());
   };
   cb.on_reset = [this]() { RequestStop(0, absl::OkStatus()); };
+  cb.on_poweroff = [this]() { RequestStop(0, absl::OkStatus()); };
   ports_ = std::make_unique<PlatformPorts>(std::move(cb));
   return absl::OkStatus();
 }
@@ -446,6 +449,16 @@ absl::Status VmImpl::Start() {
                     .pci_slots = pci_slots,
                     .base = static_cast<uint32_t>(kMpTableAddr)});
   if (absl::Status s = memory_->Write(kMpTableAddr, mp); !s.ok()) {
+    return fail(s);
+  }
+  // ACPI for kernels without MP-table parsing (Debian's cloud kernel): the
+  // same processors, IOAPIC and INTx routing, the PCI window, power-off.
+  std::vector<uint8_t> acpi = BuildAcpiTables({.num_cpus = config_.vcpus,
+                                               .pci_slots = pci_slots,
+                                               .base = kAcpiTablesAddr,
+                                               .mmio32_base = kMaxRamSize,
+                                               .mmio32_size = kPciMmio32Size});
+  if (absl::Status s = memory_->Write(kAcpiTablesAddr, acpi); !s.ok()) {
     return fail(s);
   }
   absl::StatusOr<std::vector<kvm_cpuid_entry2>> cpuid = kvm_->SupportedCpuid();

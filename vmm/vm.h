@@ -19,18 +19,25 @@
 // IRQ 4 whose output is kept (ConsoleOutput) and streamed (SubscribeConsole);
 // port 0x501 ends the run with the written value as exit code (QEMU's
 // isa-debug-exit without its transformation); port 0x502 reads 1 once Stop()
-// asked the guest to shut down; the i8042 CPU reset (0xFE to port 0x64)
-// powers the VM off (a reset is a power-off here: exit code 0). PCI bus 0
+// asked the guest to shut down; the i8042 CPU reset (0xFE to port 0x64), a
+// 0xCF9 reset (the FADT's reset register) and ACPI S5 (SLP_EN with SLP_TYP 5
+// in PM1a_CNT, what Linux's poweroff does) each power the VM off (a reset is
+// a power-off here: exit code 0). ACPI tables (vmm/acpi.h) at 0xE0000 and an
+// MP table (vmm/mptable.h) at 0xF0000 describe the same CPUs, IOAPIC and
+// INTx routing: kernels without an MP-table parser (Debian's cloud kernel)
+// need the former. PCI bus 0
 // through 0xCF8/0xCFC with a host bridge at 00:00.0 and the virtio functions
 // from 00:01.0 in AddDevice order; BARs assigned as firmware would (memory
 // in [0xC0000000, 0xE0000000), 64-bit BARs too; I/O from 0xC000) with
 // decoding on; INTA# of slot s is IOAPIC input 16 + s % 8 (level, written to
-// the Interrupt Line register, listed in the MP table); MSI-X messages go
+// the Interrupt Line register, listed in the MP table and the DSDT's _PRT);
+// MSI-X messages go
 // through irqfds and KVM GSI routes. vCPU 0 starts at the entry point, the
 // others wait for INIT/SIPI as on hardware (for ELF guests too). Ports
 // nothing emulates read all-ones (vmm/platform.h lists the ones answered).
 //
-// Stopping a Linux guest: Stop() cannot ask Linux to power off (no ACPI);
+// Stopping a Linux guest: Stop() cannot ask Linux to power off (the ACPI
+// tables describe no power button, and a button would need a guest daemon);
 // it sets port 0x502 (which only test guests read), waits graceful_timeout
 // for the guest to end by itself, then stops the vCPUs. Either way the disks
 // are flushed and every thread is joined before Stop() returns.
@@ -117,9 +124,12 @@ struct DeviceReport {
   std::string id;
   virtio::DeviceType type = virtio::DeviceType::kRng;
   Transport transport = Transport::kPciTransitional;
-  uint8_t pci_slot = 0;               // the device number on bus 0
-  bool driver_legacy = false;         // the driver did not accept VERSION_1
-  uint64_t negotiated_features = 0;   // bits 0..63 the driver accepted
+  uint8_t pci_slot = 0;  // the device number on bus 0
+  // The driver did not accept VERSION_1; and the bits 0..63 it accepted. While
+  // no driver holds the device (after a guest reset, e.g. at shutdown, or
+  // once the VM stopped), those of the driver that last started it.
+  bool driver_legacy = false;
+  uint64_t negotiated_features = 0;
   uint8_t status = 0;                 // the device status byte
   std::vector<uint16_t> queue_sizes;  // as set by the driver, per queue
   uint64_t requests = 0;  // device requests served (blk requests, net frames,

@@ -18,6 +18,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -62,6 +65,24 @@ bool ParseMac(absl::string_view s, std::array<uint8_t, 6>* mac) {
 }
 
 int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "runs one VM; the serial console goes to stdout, the exit status is "
+      "the guest's\nexit code (port 0x501), 0 after a reset or power-off, "
+      "125 on errors.\n"
+      "  vmm-run --kernel=IMAGE [--initrd=F] [--cmdline=S] [--vcpus=N] "
+      "[--memory_mib=M]\n"
+      "          [--timeout_s=S] [DEVICE...]\n"
+      "Devices (repeatable; options after the first field, comma-separated):\n"
+      "  --blk=PATH[,ro][,MODE]   --net=[TAP][,MODE][,mac=aa:bb:cc:dd:ee:ff]\n"
+      "  --console=[OUTPUT_PATH][,MODE]   --rng=[MODE]\n"
+      "MODE: modern, transitional (default), legacy or legacy-via-admin.");
+  // --help lists this file's flags (Abseil matches the program name against
+  // the defining file's name by default, and "vmm-run" is not "vmm_run").
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "vmm/vmm_run.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   // Device flags are taken from argv directly: every occurrence is one
   // device (an Abseil flag keeps only its last occurrence).
   std::vector<DeviceConfig> devices;

@@ -103,5 +103,17 @@ TEST_F(VmmRunTest, BadArguments) {
   EXPECT_TRUE(absl::StrContains(r.err, "bad option 'sideways'")) << r.err;
 }
 
+// Needs no KVM: --help describes the flags and the device syntax.
+TEST(VmmRunHelpTest, HelpListsFlagsAndDevices) {
+  Result r = RunVmmRun({"--help"});
+  const std::string all = r.out + r.err;
+  for (const char* want :
+       {"--kernel", "--initrd", "--cmdline", "--vcpus", "--memory_mib",
+        "--timeout_s", "--blk=PATH", "legacy-via-admin"}) {
+    EXPECT_TRUE(absl::StrContains(all, want)) << want << " in\n" << all;
+  }
+  EXPECT_FALSE(absl::StrContains(all, "No flags matched")) << all;
+}
+
 }  // namespace
 }  // namespace vmmkit::vmm

@@ -103,6 +103,15 @@ TEST_F(VmmdTest, RefusesNonLoopbackAndMalformedListenAddresses) {
   }
 }
 
+TEST_F(VmmdTest, HelpListsItsFlags) {
+  testing::Result r = testing::Run({Runfile("vmm/vmmd/vmmd"), "--help"});
+  const std::string all = r.out + r.err;
+  for (const char* want : {"--listen", "--max_vms", "--stop_timeout"}) {
+    EXPECT_TRUE(absl::StrContains(all, want)) << want << " in\n" << all;
+  }
+  EXPECT_FALSE(absl::StrContains(all, "No flags matched")) << all;
+}
+
 TEST_F(VmmdTest, ServesOnLoopbackTcp) {
   Daemon d =
       Daemon::Start({Runfile("vmm/vmmd/vmmd"), "--listen=127.0.0.1:0"}, log_);
