@@ -8,11 +8,13 @@ VMMKIT_BUILD_PACKAGES=(
   bazel-bootstrap clang libclang-rt-14-dev pkg-config
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
+  acpica-tools
 )
 
 # tools/guest-image: the test guest's initramfs (the kernel is downloaded with
-# apt-get download, not installed; kmod's modinfo checks the load order).
-VMMKIT_GUEST_IMAGE_PACKAGES=(busybox-static cpio kmod)
+# apt-get download, not installed; kmod's modinfo checks the load order; gcc
+# and libc6-dev build tools/guest/randread.c static).
+VMMKIT_GUEST_IMAGE_PACKAGES=(busybox-static cpio kmod gcc libc6-dev)
 # tools/qemu-interop and benches/vhost_user_blk_e2e.sh: QEMU (TCG), ip netns for
 # the net test, busybox nc as the TCP peer.
 VMMKIT_INTEROP_PACKAGES=(qemu-system-x86 iproute2 busybox-static)
@@ -31,6 +33,8 @@ apt_update() {
 # ensure_packages PKG...: installs the Debian packages that are not installed yet
 # (apt-get update once, then apt-get install -y), as root or through sudo.
 ensure_packages() {
+  # Inside tools/nested-kvm's guest: no dpkg, no apt; what is needed was copied.
+  [ "${VMMKIT_SKIP_INSTALL:-0}" = 1 ] && return 0
   local missing=()
   local p
   for p in "$@"; do
