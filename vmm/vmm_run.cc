@@ -19,11 +19,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/flags_help.h"
 #include "vmm/vm.h"
 
 ABSL_FLAG(std::string, kernel, "", "ELF64 test guest or bzImage");
@@ -76,13 +75,7 @@ int Run(int argc, char** argv) {
       "  --blk=PATH[,ro][,MODE]   --net=[TAP][,MODE][,mac=aa:bb:cc:dd:ee:ff]\n"
       "  --console=[OUTPUT_PATH][,MODE]   --rng=[MODE]\n"
       "MODE: modern, transitional (default), legacy or legacy-via-admin.");
-  // --help lists this file's flags (Abseil matches the program name against
-  // the defining file's name by default, and "vmm-run" is not "vmm_run").
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "vmm/vmm_run.cc");
-  };
-  absl::SetFlagsUsageConfig(usage);
+  vmmkit::HelpListsFlagsOf("vmm/vmm_run.cc");
   // Device flags are taken from argv directly: every occurrence is one
   // device (an Abseil flag keeps only its last occurrence).
   std::vector<DeviceConfig> devices;

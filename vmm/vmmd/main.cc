@@ -16,10 +16,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "base/flags_help.h"
 #include "vmm/api/server.h"
 #include "vmm/api/service.h"
 #include "vmm/api/vm_manager.h"
@@ -38,13 +37,7 @@ int main(int argc, char** argv) {
       "vmmkit VMM daemon: serves vmmkit.v1.VmService (use vmmctl).\n"
       "  vmmd [--listen=unix:PATH|127.0.0.1:PORT] [--max_vms=N] "
       "[--stop_timeout=5s]");
-  // --help lists this file's flags (by default Abseil wants a file named
-  // after the program, and this one is main.cc).
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "vmm/vmmd/main.cc");
-  };
-  absl::SetFlagsUsageConfig(usage);
+  vmmkit::HelpListsFlagsOf("vmm/vmmd/main.cc");
   absl::ParseCommandLine(argc, argv);
 
   // Signals are taken by sigwait below; block them before any thread starts
