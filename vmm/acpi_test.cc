@@ -64,13 +64,13 @@ TEST(AcpiTest, TablesWalkFromTheRsdp) {
   EXPECT_EQ(+r.rsdt_address, 0u);
 
   AcpiHeader x = Table(t, r.xsdt_address, "XSDT");
-  ASSERT_EQ(x.length, sizeof(AcpiHeader) + 16);
+  ASSERT_EQ(+x.length, sizeof(AcpiHeader) + 16);
   const uint64_t fadt_addr = At<uint64_t>(t, r.xsdt_address + 36);
   const uint64_t madt_addr = At<uint64_t>(t, r.xsdt_address + 44);
 
   Table(t, fadt_addr, "FACP");
   AcpiFadt f = At<AcpiFadt>(t, fadt_addr);
-  EXPECT_EQ(f.header.length, sizeof(AcpiFadt));
+  EXPECT_EQ(+f.header.length, sizeof(AcpiFadt));
   EXPECT_EQ(+f.header.revision, 6);
   EXPECT_EQ(+f.sci_int, kAcpiSciIrq);
   EXPECT_EQ(+f.smi_cmd, 0u);
@@ -80,23 +80,23 @@ TEST(AcpiTest, TablesWalkFromTheRsdp) {
   EXPECT_EQ(+f.pm1_evt_len, 4);
   EXPECT_EQ(+f.pm1_cnt_len, 2);
   EXPECT_EQ(+f.pm_tmr_len, 4);
-  EXPECT_EQ(f.x_pm1a_cnt_blk.address, kAcpiPm1aControl);
+  EXPECT_EQ(+f.x_pm1a_cnt_blk.address, kAcpiPm1aControl);
   EXPECT_EQ(+f.x_pm1a_cnt_blk.space_id, 1);
   EXPECT_EQ(+f.x_pm1a_cnt_blk.bit_width, 16);
   EXPECT_TRUE(f.flags & kFadtResetRegSup);
   EXPECT_TRUE(f.flags & kFadtTmrValExt);
   EXPECT_FALSE(f.flags & (1u << 20)) << "not hardware-reduced";
-  EXPECT_EQ(f.reset_reg.address, 0xcf9u);
+  EXPECT_EQ(+f.reset_reg.address, 0xcf9u);
   EXPECT_EQ(+f.reset_reg.access_size, 1);
   EXPECT_EQ(+f.reset_value, 0x06);
   EXPECT_FALSE(f.iapc_boot_arch & 0x2) << "no i8042";
   EXPECT_FALSE(f.iapc_boot_arch & 0x8) << "MSI must not be disabled";
-  EXPECT_EQ(f.x_dsdt, f.dsdt);
+  EXPECT_EQ(+f.x_dsdt, +f.dsdt);
   Table(t, f.dsdt, "DSDT");
   AcpiFacs facs = At<AcpiFacs>(t, f.firmware_ctrl);
   EXPECT_EQ(std::string(facs.signature, 4), "FACS");
-  EXPECT_EQ(facs.length, 64u);
-  EXPECT_EQ(f.firmware_ctrl % 64, 0u);
+  EXPECT_EQ(+facs.length, 64u);
+  EXPECT_EQ(+f.firmware_ctrl % 64, 0u);
 
   AcpiHeader m = Table(t, madt_addr, "APIC");
   EXPECT_EQ(At<uint32_t>(t, madt_addr + 36), kLapicAddr);
@@ -121,7 +121,7 @@ TEST(AcpiTest, TablesWalkFromTheRsdp) {
       AcpiMadtOverride o = At<AcpiMadtOverride>(t, a);
       EXPECT_EQ(+o.source, kAcpiSciIrq);
       EXPECT_EQ(+o.gsi, kAcpiSciIrq);
-      EXPECT_EQ(o.flags >> 2 & 3, 3) << "level";
+      EXPECT_EQ(+o.flags >> 2 & 3, 3) << "level";
       ++overrides;
     } else if (type == 4) {
       AcpiMadtLapicNmi n = At<AcpiMadtLapicNmi>(t, a);
