@@ -443,6 +443,7 @@ DeviceReport DeviceSlot::ReportLocked() const {
   r.status = st.status();
   // While no driver holds the device (before the first start, or after the
   // guest reset it, as Linux does at shutdown), the last start's features.
+  r.driver_starts = st.starts();
   if (st.active() || st.starts() == 0) {
     r.driver_legacy = st.status() != 0 && st.legacy();
     r.negotiated_features = st.driver_features().Low64();

@@ -130,7 +130,8 @@ struct DeviceReport {
   // once the VM stopped), those of the driver that last started it.
   bool driver_legacy = false;
   uint64_t negotiated_features = 0;
-  uint8_t status = 0;                 // the device status byte
+  uint64_t driver_starts = 0;  // times a driver set DRIVER_OK and it held
+  uint8_t status = 0;          // the device status byte
   std::vector<uint16_t> queue_sizes;  // as set by the driver, per queue
   uint64_t requests = 0;  // device requests served (blk requests, net frames,
                           // console/rng chains)

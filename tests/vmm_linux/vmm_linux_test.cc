@@ -224,6 +224,7 @@ TEST_P(VmmLinuxTest, BootsAndDrivesDevices) {
                                 "VMMKIT-CONSOLE hvc"));
   for (const DeviceReport& r : (*vm)->Devices()) {
     EXPECT_EQ(r.driver_legacy, m.legacy()) << r.id;
+    EXPECT_GE(r.driver_starts, 1u) << r.id;
     EXPECT_GT(r.requests, 0u) << r.id;
     EXPECT_GT(r.interrupts, 0u) << r.id;
   }

@@ -331,6 +331,7 @@ v1::VmInfo ToProto(const VmSnapshot& s) {
       const vmm::DeviceReport& r = *d.report;
       info->set_pci_slot(r.pci_slot);
       info->set_driver_legacy(r.driver_legacy);
+      info->set_driver_starts(r.driver_starts);
       info->set_negotiated_features(r.negotiated_features);
       info->set_status(r.status);
       for (uint16_t q : r.queue_sizes) info->add_queue_sizes(q);

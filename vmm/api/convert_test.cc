@@ -208,6 +208,7 @@ TEST(ConvertTest, SnapshotsBecomeVmInfo) {
   r.pci_slot = 1;
   r.driver_legacy = true;
   r.negotiated_features = 0x10000000;
+  r.driver_starts = 2;
   r.status = 0x07;
   r.queue_sizes = {256};
   r.requests = 4;
@@ -232,6 +233,7 @@ TEST(ConvertTest, SnapshotsBecomeVmInfo) {
   EXPECT_EQ(di.pci_slot(), 1u);
   EXPECT_TRUE(di.driver_legacy());
   EXPECT_EQ(di.negotiated_features(), 0x10000000u);
+  EXPECT_EQ(di.driver_starts(), 2u);
   EXPECT_EQ(di.status(), 7u);
   EXPECT_EQ(di.queue_sizes_size(), 1);
   EXPECT_EQ(di.queue_sizes(0), 256u);

@@ -485,9 +485,10 @@ void PrintVm(const v1::VmInfo& vm) {
   std::printf("  %-10s %-7s %-16s %-4s %-7s %-18s %-12s %s\n", "DEVICE", "TYPE",
               "TRANSPORT", "SLOT", "DRIVER", "FEATURES", "QUEUES", "STATUS");
   for (const v1::DeviceInfo& d : vm.devices()) {
-    std::string driver = d.status() == 0     ? "-"
-                         : d.driver_legacy() ? "legacy"
-                                             : "modern";
+    // After the guest let go (status 0), the driver that last started it.
+    std::string driver = d.status() == 0 && d.driver_starts() == 0 ? "-"
+                         : d.driver_legacy()                       ? "legacy"
+                                                                   : "modern";
     std::vector<std::string> queues;
     for (uint32_t q : d.queue_sizes()) queues.push_back(absl::StrCat(q));
     std::string status =
